@@ -1,0 +1,24 @@
+"""XML-to-SQL migration pipeline on Apache Beam.
+
+Usable as Beam's `--setup_file` so that portable-runner workers install the same packages.
+"""
+from setuptools import setup
+
+setup(
+    name='xml-sql-migrate',
+    version='0.1.0',
+    description='Apache Beam pipeline that migrates XML documents into normalized SQL tables from a JSON mapping contract',
+    python_requires='>=3.9',
+    packages=['pipeline', 'pipeline.db', 'transforms', 'contracts'],
+    package_data={'contracts': ['samples/*.json']},
+    include_package_data=True,
+    install_requires=[
+        'apache-beam>=2.60',
+        'lxml>=5.0',
+        'pyodbc>=5.0',
+    ],
+    extras_require={
+        'test': ['pytest>=7', 'sqlglot>=25', 'hypothesis>=6', 'psutil>=5'],
+    },
+    entry_points={'console_scripts': ['xml-migrate=pipeline.cli:main']},
+)

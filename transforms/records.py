@@ -1,0 +1,46 @@
+"""Records that flow between the stages. Plain, picklable, small."""
+from typing import Any, Dict, List, NamedTuple, Optional, Union
+
+
+class Doc(NamedTuple):
+    """One document as read from a source."""
+    source: str                       # stable reference: file name, or '<table>:<app_id>'
+    app_id: Optional[int]             # known from the source row, else None (taken from the XML)
+    xml: Union[str, bytes, None]
+
+
+class MappedDoc(NamedTuple):
+    """The rows one document maps to: table -> rows, tables in the contract's insertion order."""
+    source: str
+    app_id: int
+    rows: Dict[str, List[Dict[str, Any]]]
+    warnings: List[str]
+
+
+class RowGroup(NamedTuple):
+    """The rows of one document for one table: the unit batched by GroupIntoBatches."""
+    app_id: int
+    source: str
+    rows: List[Dict[str, Any]]
+
+
+class DeadLetter(NamedTuple):
+    """A document that did not make it, with where and why, and the original payload."""
+    source: str
+    app_id: Optional[int]
+    stage: str                        # read | validation | parse | mapping | sink
+    reason: str
+    payload: Optional[str]
+
+
+class Outcome(NamedTuple):
+    """The final word on one document: 'success' (every row committed) or 'failed'."""
+    source: str
+    app_id: Optional[int]
+    status: str
+    stage: Optional[str]
+    reason: Optional[str]
+    rows: int
+
+
+DEAD_LETTER_TAG = 'dead_letter'
