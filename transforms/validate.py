@@ -1,0 +1,201 @@
+"""Stage 1, validate: cheap checks on the raw text before any XML parser sees it.
+
+Pure core: `validate_document(doc, limits, root_element) -> Doc` (the returned Doc carries the document as
+UTF-8 bytes without BOM or XML declaration, ready for the hardened parser). Raises `StageError('validation', ...)`.
+Beam wrapper: `ValidateFn`, whose failures leave through the tagged dead-letter output.
+"""
+import codecs
+import logging
+import re
+from typing import NamedTuple, Optional
+
+import apache_beam as beam
+
+from transforms.errors import StageError
+from transforms.records import DEAD_LETTER_TAG, DeadLetter, Doc
+
+log = logging.getLogger(__name__)
+STAGE = 'validation'
+
+# App ids go into SQL int columns.
+MAX_APP_ID = 2 ** 31 - 1
+
+
+class Limits(NamedTuple):
+    """Resource limits per document. All have safe defaults and are pipeline options."""
+    max_doc_bytes: int = 16 * 1024 * 1024    # --max-doc-mb 16
+    max_depth: int = 256                      # --max-depth (libxml2's own safe limit without huge_tree)
+
+
+_XML_DECL = re.compile(rb'^<\?xml[^>]*\?>', re.I)
+_XML_DECL_STR = re.compile(r'^<\?xml[^>]*\?>', re.I)
+_DECLARED_ENCODING = re.compile(rb'^<\?xml[^>]*encoding\s*=\s*["\']([A-Za-z0-9._-]+)["\']')
+_LEADING_JUNK = ''.join(chr(c) for c in range(0, 32)) + ' \ufeff'
+_NAME = re.compile(r'<([A-Za-z_][\w.\-]*(?::[\w.\-]+)?)')
+
+
+def decode_payload(xml):
+    """Bytes or str → (str, note). UTF-8 first, a declared/BOM encoding next, cp1252 as the last resort."""
+    if xml is None:
+        raise StageError(STAGE, 'xml is NULL')
+    if isinstance(xml, str):
+        return xml
+    if isinstance(xml, memoryview):
+        xml = bytes(xml)
+    if not isinstance(xml, (bytes, bytearray)):
+        raise StageError(STAGE, f'xml has unsupported type {type(xml).__name__}')
+    data = bytes(xml)
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[3:]
+    elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return data.decode('utf-16')
+        except UnicodeDecodeError:
+            raise StageError(STAGE, 'UTF-16 byte order mark but the text is not valid UTF-16')
+    declared = _DECLARED_ENCODING.match(data.lstrip())
+    if declared and declared.group(1).lower().replace(b'_', b'-') not in (b'utf-8', b'utf8', b'us-ascii', b'ascii'):
+        try:
+            return data.decode(declared.group(1).decode('ascii'))
+        except (LookupError, UnicodeDecodeError):
+            pass
+    try:
+        return data.decode('utf-8')
+    except UnicodeDecodeError:
+        pass
+    try:
+        return data.decode('cp1252')
+    except UnicodeDecodeError:
+        raise StageError(STAGE, 'text is neither UTF-8 nor cp1252')
+
+
+def _prolog_end(text):
+    """Index of the root element's '<' after the prolog (declaration, comments, PIs, doctype)."""
+    i, n = 0, len(text)
+    while i < n:
+        j = text.find('<', i)
+        if j < 0:
+            return -1
+        if text.startswith('<?', j):
+            k = text.find('?>', j)
+            i = n if k < 0 else k + 2
+        elif text.startswith('<!--', j):
+            k = text.find('-->', j)
+            i = n if k < 0 else k + 3
+        elif text.startswith('<!', j):
+            return j      # DOCTYPE / ENTITY: reported by the caller
+        else:
+            return j
+    return -1
+
+
+def validate_document(doc: Doc, limits: Limits = Limits(), root_element: Optional[str] = None) -> Doc:
+    """Checks that need no parser. Returns the Doc with its payload as clean UTF-8 bytes."""
+    xml = doc.xml
+    if xml is None:
+        raise StageError(STAGE, 'xml is NULL')
+    size = len(xml)
+    if size > limits.max_doc_bytes:
+        raise StageError(STAGE, f'document is {size / 1048576:.1f} MB, over the limit of '
+                                f'{limits.max_doc_bytes / 1048576:.1f} MB (--max-doc-mb)')
+    text = decode_payload(xml)
+    text = text.lstrip(_LEADING_JUNK)
+    if not text.strip():
+        raise StageError(STAGE, 'document is empty')
+    if '\x00' in text:
+        raise StageError(STAGE, 'document contains NUL characters (binary data, not XML)')
+    if not text.startswith('<'):
+        raise StageError(STAGE, 'not XML: text does not start with "<"')
+    text = _XML_DECL_STR.sub('', text, count=1).lstrip(_LEADING_JUNK)
+    start = _prolog_end(text)
+    if start < 0:
+        raise StageError(STAGE, 'not XML: no root element')
+    if text.startswith('<!', start):
+        word = text[start:start + 10].upper()
+        kind = 'DOCTYPE' if word.startswith('<!DOCTYPE') else 'markup declaration'
+        raise StageError(STAGE, f'{kind} not allowed: documents with DTDs or entity declarations are '
+                                'refused (entity expansion and external entity attacks)')
+    m = _NAME.match(text, start)
+    if not m:
+        raise StageError(STAGE, 'not XML: root element has no valid name')
+    root = m.group(1)
+    if root_element and root.split(':')[-1] != root_element:
+        raise StageError(STAGE, f'wrong root element <{root[:50]}>, expected <{root_element}>')
+    tail = text.rstrip()
+    if not tail.endswith('>'):
+        raise StageError(STAGE, 'document is truncated: it does not end with ">"')
+    if root_element and not tail.endswith(f'</{root}>') and not tail.endswith('/>'):
+        raise StageError(STAGE, f'document is truncated: it does not end with </{root[:50]}>')
+    return doc._replace(xml=text.encode('utf-8'))
+
+
+def parse_app_id(value, where='app_id'):
+    """An app_id from a source row or an attribute: a positive integer that fits an SQL int."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise StageError(STAGE, f'{where} is missing')
+    if isinstance(value, bool):
+        raise StageError(STAGE, f'{where} is not an integer')
+    if isinstance(value, int):
+        n = value
+    else:
+        s = str(value).strip()
+        if not re.fullmatch(r'[+-]?\d{1,19}', s):
+            raise StageError(STAGE, f'{where} is not an integer')
+        n = int(s)
+    if n <= 0 or n > MAX_APP_ID:
+        raise StageError(STAGE, f'{where} {n} is out of range (1..{MAX_APP_ID})')
+    return n
+
+
+def payload_text(xml):
+    """The original payload as text for the dead letter (best effort, never raises)."""
+    if xml is None:
+        return None
+    if isinstance(xml, str):
+        return xml
+    try:
+        return bytes(xml).decode('utf-8')
+    except UnicodeDecodeError:
+        return bytes(xml).decode('cp1252', errors='replace')
+
+
+def dead_letter(doc: Doc, stage, reason, app_id=None):
+    return beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, DeadLetter(
+        source=doc.source, app_id=app_id if app_id is not None else doc.app_id,
+        stage=stage, reason=reason, payload=payload_text(doc.xml)))
+
+
+def internal_reason(exc):
+    """A reason for an unexpected exception that names its type and place, never the data it saw."""
+    tb = exc.__traceback__
+    where = ''
+    while tb is not None:
+        where = f'{tb.tb_frame.f_code.co_filename.rsplit("/", 1)[-1]}:{tb.tb_lineno}'
+        tb = tb.tb_next
+    return f'internal error {type(exc).__name__} at {where}'
+
+
+class ValidateFn(beam.DoFn):
+    """Doc → Doc (clean bytes) or a DeadLetter on the 'dead_letter' tag."""
+
+    def __init__(self, limits: Limits = Limits(), root_element: Optional[str] = None):
+        self.limits = limits
+        self.root_element = root_element
+        self.read = beam.metrics.Metrics.counter('migration', 'docs_read')
+        self.failed = beam.metrics.Metrics.counter('migration', 'validation_failed')
+        self.bytes_read = beam.metrics.Metrics.counter('migration', 'bytes_read')
+
+    def process(self, doc: Doc):
+        self.read.inc()
+        if doc.xml is not None:
+            self.bytes_read.inc(len(doc.xml))
+        try:
+            yield validate_document(doc, self.limits, self.root_element)
+        except StageError as e:
+            self.failed.inc()
+            log.info('dead letter: source=%s stage=%s reason=%s', doc.source, e.stage, e.reason)
+            yield dead_letter(doc, e.stage, e.reason)
+        except Exception as e:  # never to the runner
+            self.failed.inc()
+            reason = internal_reason(e)
+            log.warning('dead letter: source=%s stage=%s reason=%s', doc.source, STAGE, reason)
+            yield dead_letter(doc, STAGE, reason)
