@@ -1,0 +1,177 @@
+"""The pipeline graph: read → validate → parse → map → (per FK tier) key by table → GroupIntoBatches → sink,
+then the ledger (processing_log) and the dead letters. `build_pipeline` is the one place the graph is built; the
+CLI, the tests and the benchmarks all use it.
+"""
+import json
+import logging
+import time
+from typing import Any, NamedTuple, Optional
+
+import apache_beam as beam
+
+from transforms.map import MapFn
+from transforms.parse import ParseFn, ParseSpec
+from transforms.records import DEAD_LETTER_TAG, DeadLetter, Outcome
+from transforms.validate import Limits, ValidateFn, payload_text
+
+log = logging.getLogger(__name__)
+
+
+class Outputs(NamedTuple):
+    """The PCollections a built pipeline exposes (for tests and for writers)."""
+    docs: Any              # Doc, as read
+    mapped: Any            # MappedDoc
+    dead_letters: Any      # DeadLetter, from every stage
+    outcomes: Any          # Outcome, one per document read
+
+
+class ProgressFn(beam.DoFn):
+    """Pass-through that logs progress of this worker at a steady interval (documents, rate, ETA)."""
+
+    def __init__(self, label, every_s, expected=None):
+        self.label, self.every_s, self.expected = label, every_s, expected
+
+    def setup(self):
+        self.n, self.t0, self.last = 0, time.monotonic(), time.monotonic()
+
+    def process(self, element):
+        self.n += 1
+        now = time.monotonic()
+        if self.every_s and now - self.last >= self.every_s:
+            self.last = now
+            rate = self.n / max(now - self.t0, 1e-9) * 60
+            eta = ''
+            if self.expected:
+                left = max(self.expected - self.n, 0)
+                eta = f', ETA {left / rate * 60:.0f} s if this worker were alone' if rate else ''
+            log.info('progress %s: %d docs in this worker%s, %.0f docs/min%s', self.label, self.n,
+                     f' of {self.expected}' if self.expected else '', rate, eta)
+        yield element
+
+
+def _outcome_of_dead_letter(dl: DeadLetter) -> Outcome:
+    return Outcome(source=dl.source, app_id=dl.app_id, status='failed', stage=dl.stage, reason=dl.reason, rows=0)
+
+
+class RefetchPayloadFn(beam.DoFn):
+    """Sink failures carry no payload (the XML is not dragged through the shuffle): fetch it again by reference."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def process(self, o: Outcome):
+        try:
+            payload = payload_text(self.source.fetch(o.source))
+        except Exception as e:  # the dead letter is still written, saying why the payload is absent
+            log.warning('cannot re-read the payload of %s: %s', o.source, type(e).__name__)
+            payload = None
+        yield DeadLetter(source=o.source, app_id=o.app_id, stage=o.stage or 'sink', reason=o.reason or '',
+                         payload=payload)
+
+
+class CountOutcomesFn(beam.DoFn):
+    def __init__(self):
+        self.written = beam.metrics.Metrics.counter('migration', 'docs_written')
+        self.dead = beam.metrics.Metrics.counter('migration', 'docs_dead_lettered')
+        self.rows = beam.metrics.Metrics.counter('migration', 'rows_written')
+
+    def process(self, o: Outcome):
+        if o.status == 'success':
+            self.written.inc()
+            self.rows.inc(o.rows)
+        else:
+            self.dead.inc()
+            beam.metrics.Metrics.counter('dead_letter_stage', o.stage or 'unknown').inc()
+        yield o
+
+
+def _jsonable(v):
+    if hasattr(v, 'isoformat'):
+        return v.isoformat()
+    if isinstance(v, (bytes, bytearray)):
+        return bytes(v).decode('utf-8', 'replace')
+    try:
+        from decimal import Decimal
+        if isinstance(v, Decimal):
+            return str(v)
+    except ImportError:
+        pass
+    return str(v)
+
+
+def dumps(obj):
+    return json.dumps(obj, default=_jsonable, ensure_ascii=False, separators=(',', ':'))
+
+
+def row_lines(mapped):
+    """MappedDoc → JSONL lines of the `map` command: {"file", "app_id", "table", "row"}."""
+    for table, rows in mapped.rows.items():
+        for row in rows:
+            yield dumps({'file': mapped.source, 'app_id': mapped.app_id, 'table': table, 'row': row})
+
+
+def status_line(o: Outcome):
+    return dumps({'file': o.source, 'app_id': o.app_id, 'status': 'ok' if o.status == 'success' else 'failed',
+                  'stage': o.stage, 'error': o.reason, 'rows': o.rows})
+
+
+def dead_letter_line(d: DeadLetter):
+    return dumps(d._asdict())
+
+
+def _write_jsonl(pcoll, path, label):
+    return pcoll | label >> beam.io.WriteToText(path, num_shards=1, shard_name_template='')
+
+
+def build_pipeline(p, contract, source, *, target=None, sink=None, parse_mode='partial', limits=Limits(),
+                   batch_size=200, rows_out: Optional[str] = None, status_out: Optional[str] = None,
+                   dead_letter_out: Optional[str] = None, session_id=None, progress_s=0.0) -> Outputs:
+    """Build the migration graph on pipeline `p`.
+
+    contract: a loaded `contracts.Contract`; source: a `pipeline.sources` source; target: a target URL (None for
+    `map`, which only writes JSONL); sink: the sink plan (`pipeline.db.plan.SinkPlan`) when target is given.
+    """
+    from contracts import compile_contract
+    compiled = compile_contract(contract)
+    spec = ParseSpec.from_contract(contract, compiled, mode=parse_mode, max_depth=limits.max_depth)
+
+    docs = p | 'Read' >> source.transform()
+    if progress_s:
+        docs = docs | 'Progress' >> beam.ParDo(ProgressFn('read', progress_s, source.expected))
+    v = docs | 'Validate' >> beam.ParDo(ValidateFn(limits, contract.root_element)).with_outputs(
+        DEAD_LETTER_TAG, main='ok')
+    pr = v.ok | 'Parse' >> beam.ParDo(ParseFn(spec)).with_outputs(DEAD_LETTER_TAG, main='ok')
+    m = pr.ok | 'Map' >> beam.ParDo(MapFn(contract.raw)).with_outputs(DEAD_LETTER_TAG, main='ok')
+    mapped = m.ok
+    early_dead = ((v[DEAD_LETTER_TAG], pr[DEAD_LETTER_TAG], m[DEAD_LETTER_TAG])
+                  | 'EarlyDeadLetters' >> beam.Flatten())
+
+    if target is not None:
+        from transforms.sink import WriteDeadLetters, WriteLedger, WriteToSql
+        sink_outcomes = mapped | 'Write' >> WriteToSql(target, sink.metas, sink.tiers, batch_size,
+                                                       dialect=sink.dialect)
+        sink_failed = sink_outcomes | 'SinkFailures' >> beam.Filter(lambda o: o.status != 'success')
+        sink_dead = sink_failed | 'RefetchPayload' >> beam.ParDo(RefetchPayloadFn(source))
+        dead = (early_dead, sink_dead) | 'AllDeadLetters' >> beam.Flatten()
+        outcomes = ((sink_outcomes, early_dead | 'EarlyOutcomes' >> beam.Map(_outcome_of_dead_letter))
+                    | 'AllOutcomes' >> beam.Flatten())
+        counted = outcomes | 'Count' >> beam.ParDo(CountOutcomesFn())
+        counted | 'Ledger' >> WriteLedger(target, sink.schema, session_id, dialect=sink.dialect)
+        early_dead | 'DeadLetterTable' >> WriteDeadLetters(target, sink.schema, dialect=sink.dialect)
+        sink_dead | 'SinkDeadLetterTable' >> WriteDeadLetters(target, sink.schema, dialect=sink.dialect)
+    else:
+        dead = early_dead
+        ok = mapped | 'MappedOutcomes' >> beam.Map(
+            lambda md: Outcome(source=md.source, app_id=md.app_id, status='success', stage=None, reason=None,
+                               rows=sum(len(r) for r in md.rows.values())))
+        outcomes = ((ok, early_dead | 'EarlyOutcomes' >> beam.Map(_outcome_of_dead_letter))
+                    | 'AllOutcomes' >> beam.Flatten())
+        counted = outcomes | 'Count' >> beam.ParDo(CountOutcomesFn())
+        if rows_out:
+            _write_jsonl(mapped | 'RowLines' >> beam.FlatMap(row_lines), rows_out, 'WriteRows')
+
+    if status_out:
+        _write_jsonl(counted | 'StatusLines' >> beam.Map(status_line), status_out, 'WriteStatus')
+    if dead_letter_out:
+        _write_jsonl(dead | 'DeadLetterLines' >> beam.Map(dead_letter_line), dead_letter_out, 'WriteDeadLetterJsonl')
+    return Outputs(docs=docs, mapped=mapped, dead_letters=dead, outcomes=counted)

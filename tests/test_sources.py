@@ -1,0 +1,94 @@
+"""Sources: the partitioned table read returns every row exactly once for any partition count, shard and range;
+the file source reads folders and globs."""
+import os
+import sqlite3
+
+import apache_beam as beam
+import pytest
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipeline.sources import (FileSource, ReadOptions, SourceError, TableSource, TableSpec, list_xml_files,
+                              split_range)
+
+
+def test_split_range_covers_every_id_once():
+    for lo, hi, n in [(1, 1, 4), (1, 100, 7), (5, 1000, 8), (10, 12, 10), (1, 2 ** 31 - 1, 16)]:
+        parts = split_range(lo, hi, n)
+        assert parts[0].lo == lo - 1 and parts[-1].hi == hi
+        assert all(a.hi == b.lo for a, b in zip(parts, parts[1:]))
+        assert all(p.hi > p.lo for p in parts)
+        assert len(parts) <= n
+    assert split_range(5, 4, 3) == []
+
+
+@pytest.fixture(scope='module')
+def source_db(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp('src') / 'src.db')
+    conn = sqlite3.connect(path)
+    conn.execute('CREATE TABLE app_xml (app_id INTEGER PRIMARY KEY, xml TEXT)')
+    # Gaps and a NULL xml, like a real staging table.
+    ids = [i for i in range(1, 400) if i % 7 != 0] + [1000, 5000, 5001]
+    conn.executemany('INSERT INTO app_xml VALUES (?, ?)',
+                     [(i, None if i == 13 else f'<Provenir><Request ID="{i}"/></Provenir>') for i in ids])
+    conn.commit()
+    conn.close()
+    return path, [i for i in ids if i != 13]
+
+
+@pytest.mark.parametrize('partitions', [1, 3, 8, 50])
+def test_partitioned_read_returns_every_row_exactly_once(source_db, partitions):
+    path, ids = source_db
+    opts = ReadOptions(partitions=partitions, fetch_size=17, resume=False)
+    src = TableSource(TableSpec(url=f'sqlite:///{path}', table='app_xml', column='xml', schema=None), opts)
+    assert src.expected == len(ids)
+    with BeamTestPipeline(runner=FnApiRunner()) as p:
+        got = p | src.transform() | beam.Map(lambda d: d.app_id)
+        assert_that(got, equal_to(ids))
+
+
+@pytest.mark.parametrize('opts, expect', [
+    (dict(app_id_start=50, app_id_end=100), lambda i: 50 <= i <= 100),
+    (dict(shard_count=3, shard_index=1), lambda i: i % 3 == 1),
+    (dict(shard_count=2, shard_index=0, app_id_end=200), lambda i: i % 2 == 0 and i <= 200),
+])
+def test_ranges_and_shards_are_honoured(source_db, opts, expect):
+    path, ids = source_db
+    src = TableSource(TableSpec(url=f'sqlite:///{path}', table='app_xml', column='xml', schema=None),
+                      ReadOptions(partitions=4, fetch_size=10, resume=False, **opts))
+    want = [i for i in ids if expect(i)]
+    assert src.expected == len(want)
+    with BeamTestPipeline(runner=FnApiRunner()) as p:
+        assert_that(p | src.transform() | beam.Map(lambda d: d.app_id), equal_to(want))
+
+
+def test_limit_takes_the_lowest_app_ids(source_db):
+    path, ids = source_db
+    src = TableSource(TableSpec(url=f'sqlite:///{path}', table='app_xml', column='xml', schema=None),
+                      ReadOptions(partitions=5, limit=25, resume=False))
+    assert src.expected == 25
+    with BeamTestPipeline(runner=FnApiRunner()) as p:
+        assert_that(p | src.transform() | beam.Map(lambda d: d.app_id), equal_to(sorted(ids)[:25]))
+
+
+def test_missing_source_table_is_a_clear_error(source_db):
+    path, _ = source_db
+    with pytest.raises(SourceError, match="cannot read source table 'nope'"):
+        TableSource(TableSpec(url=f'sqlite:///{path}', table='nope', column='xml', schema=None), ReadOptions())
+
+
+def test_file_source_reads_folders_and_globs(tmp_path):
+    for i in range(3):
+        (tmp_path / f'd{i}.xml').write_text(f'<a n="{i}"/>')
+    (tmp_path / 'notes.txt').write_text('x')
+    assert [os.path.basename(p) for p in list_xml_files(str(tmp_path))] == ['d0.xml', 'd1.xml', 'd2.xml']
+    assert len(list_xml_files(str(tmp_path / 'd[12].xml'))) == 2
+    src = FileSource(str(tmp_path), limit=2)
+    assert src.expected == 2
+    with BeamTestPipeline(runner=FnApiRunner()) as p:
+        assert_that(p | src.transform() | beam.Map(lambda d: (d.source, d.xml)),
+                    equal_to([('d0.xml', b'<a n="0"/>'), ('d1.xml', b'<a n="1"/>')]))
+    assert src.fetch('d1.xml') == b'<a n="1"/>'
+    with pytest.raises(SourceError, match='no .xml files'):
+        FileSource(str(tmp_path / 'empty*'))
