@@ -103,12 +103,43 @@ def _read_options(args):
 
 def _make_source(args, contract, target_url=None, schema=None):
     from pipeline.sources import SourceError, make_source
+    if args.chunk_docs < 0:
+        raise ConfigError('--chunk-docs must be 0 (one run) or more')
     try:
         return make_source(args.source, contract, source_table=args.source_table, source_column=args.source_column,
                            opts=_read_options(args), resume_target=target_url, resume_schema=schema,
-                           dialect=args.dialect)
+                           dialect=args.dialect, chunk_docs=args.chunk_docs or None)
     except SourceError as e:
         raise ConfigError(str(e)) from None
+
+
+class _part_paths:
+    """One output file written by several chunked runs: each run writes a part, joined at the end."""
+
+    def __init__(self, path, n):
+        self.path, self.n, self.parts = path, n, []
+
+    def next(self):
+        if not self.path:
+            return None
+        if self.n <= 1:
+            return self.path
+        self.parts.append(f'{self.path}.part{len(self.parts):05d}')
+        return self.parts[-1]
+
+    def join(self):
+        if not self.path or self.n <= 1:
+            return
+        with open(self.path, 'wb') as out:
+            for part in self.parts:
+                if os.path.exists(part):
+                    with open(part, 'rb') as f:
+                        while True:
+                            buf = f.read(1 << 20)
+                            if not buf:
+                                break
+                            out.write(buf)
+                    os.remove(part)
 
 
 def _beam_options(beam_args, job_name):
@@ -126,6 +157,27 @@ def _run_pipeline(build, beam_args):
     result = p.run()
     result.wait_until_finish()
     return result, time.monotonic() - t0
+
+
+def _run_chunked(source, build, beam_args):
+    """Run `build(p, chunk_source)` once per chunk of the source; one Summary over all of them, with a
+    progress line (documents done / total, rate, ETA) after each chunk."""
+    from pipeline.summary import Summary, summarize
+    chunks = source.chunks()
+    total = Summary(0, 0, 0, 0, 0.0)
+    expected = source.expected
+    for i, chunk in enumerate(chunks, 1):
+        result, elapsed = _run_pipeline(lambda p: build(p, chunk), beam_args)
+        s = summarize(result, elapsed)
+        total = total.merge(s)
+        if len(chunks) > 1:
+            done = total.read + total.skipped
+            rate = total.docs_per_min
+            eta = (expected - done) / rate * 60 if rate > 0 and expected > done else 0
+            log.info('progress: chunk %d/%d, %d of %d documents (%.0f%%), %.0f docs/min, ETA %.0f s', i,
+                     len(chunks), done, expected, 100.0 * done / max(expected, 1), rate, eta)
+    total.extra['chunks'] = len(chunks)
+    return total
 
 
 def _finish(summary, args):
@@ -151,7 +203,8 @@ def cmd_run(argv):
     contract = load_contract_or_fail(args.contract)
     limits = _limits(args)
     from pipeline.db.plan import prepare_sink
-    sink = prepare_sink(args.target, contract, tables_spec=args.tables, create=args.create_tables,
+    sink = prepare_sink(args.target, contract, tables_spec=resolve_contract_path(args.tables) if args.tables else None,
+                        create=args.create_tables,
                         dialect=args.dialect)
     source = _make_source(args, contract, target_url=args.target, schema=sink.schema)
     session = args.session_id or dt.datetime.now(dt.timezone.utc).strftime('run-%Y%m%dT%H%M%SZ')
@@ -159,11 +212,12 @@ def cmd_run(argv):
     log.info('target: %s (%s), tables in FK tiers %s', sink.display, sink.dialect, sink.tiers)
     from pipeline.graph import build_pipeline
     from pipeline.summary import summarize
-    result, elapsed = _run_pipeline(lambda p: build_pipeline(
-        p, contract, source, target=args.target, sink=sink, parse_mode=args.parse_mode, limits=limits,
-        batch_size=args.batch_size, dead_letter_out=args.dead_letter, session_id=session,
+    dl_parts = _part_paths(args.dead_letter, len(source.chunks()))
+    summary = _run_chunked(source, lambda p, chunk: build_pipeline(
+        p, contract, chunk, target=args.target, sink=sink, parse_mode=args.parse_mode, limits=limits,
+        batch_size=args.batch_size, dead_letter_out=dl_parts.next(), session_id=session,
         progress_s=args.progress_seconds), beam_args)
-    summary = summarize(result, elapsed)
+    dl_parts.join()
     summary.extra.update({'session_id': session, 'source': source.describe(), 'target': sink.display})
     return _finish(summary, args)
 
@@ -183,11 +237,13 @@ def cmd_map(argv):
     source = _make_source(args, contract)
     from pipeline.graph import build_pipeline
     from pipeline.summary import summarize
-    result, elapsed = _run_pipeline(lambda p: build_pipeline(
-        p, contract, source, parse_mode=args.parse_mode, limits=_limits(args), rows_out=args.output,
-        status_out=args.status, dead_letter_out=args.dead_letter, progress_s=args.progress_seconds), beam_args)
-    summary = summarize(result, elapsed)
-    summary.rows = summary.extra['counters'].get('migration', {}).get('rows_written', summary.rows)
+    n = len(source.chunks())
+    rows, status, dl = _part_paths(args.output, n), _part_paths(args.status, n), _part_paths(args.dead_letter, n)
+    summary = _run_chunked(source, lambda p, chunk: build_pipeline(
+        p, contract, chunk, parse_mode=args.parse_mode, limits=_limits(args), rows_out=rows.next(),
+        status_out=status.next(), dead_letter_out=dl.next(), progress_s=args.progress_seconds), beam_args)
+    for parts in (rows, status, dl):
+        parts.join()
     return _finish(summary, args)
 
 
@@ -219,8 +275,16 @@ def cmd_generate(argv):
 COMMANDS = {'run': cmd_run, 'map': cmd_map, 'create-tables': cmd_create_tables, 'generate': cmd_generate}
 
 
+class _DropImportNoise(logging.Filter):
+    """Beam warns on import about Google Cloud client libraries this product never uses."""
+
+    def filter(self, record):
+        return 'apitools not found' not in str(record.msg)
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    logging.getLogger().addFilter(_DropImportNoise())
     if not argv or argv[0] in ('-h', '--help') or argv[0] not in COMMANDS:
         print(__doc__.strip() + '\n\nCommands:\n'
               '  run            migrate documents into a SQL target      (python -m pipeline run --help)\n'

@@ -56,12 +56,12 @@ def _outcome_of_dead_letter(dl: DeadLetter) -> Outcome:
 class RefetchPayloadFn(beam.DoFn):
     """Sink failures carry no payload (the XML is not dragged through the shuffle): fetch it again by reference."""
 
-    def __init__(self, source):
-        self.source = source
+    def __init__(self, fetch):
+        self.fetch = fetch
 
     def process(self, o: Outcome):
         try:
-            payload = payload_text(self.source.fetch(o.source))
+            payload = payload_text(self.fetch(o.source))
         except Exception as e:  # the dead letter is still written, saying why the payload is absent
             log.warning('cannot re-read the payload of %s: %s', o.source, type(e).__name__)
             payload = None
@@ -151,7 +151,7 @@ def build_pipeline(p, contract, source, *, target=None, sink=None, parse_mode='p
         sink_outcomes = mapped | 'Write' >> WriteToSql(target, sink.metas, sink.tiers, batch_size,
                                                        dialect=sink.dialect)
         sink_failed = sink_outcomes | 'SinkFailures' >> beam.Filter(lambda o: o.status != 'success')
-        sink_dead = sink_failed | 'RefetchPayload' >> beam.ParDo(RefetchPayloadFn(source))
+        sink_dead = sink_failed | 'RefetchPayload' >> beam.ParDo(RefetchPayloadFn(source.fetcher()))
         dead = (early_dead, sink_dead) | 'AllDeadLetters' >> beam.Flatten()
         outcomes = ((sink_outcomes, early_dead | 'EarlyOutcomes' >> beam.Map(_outcome_of_dead_letter))
                     | 'AllOutcomes' >> beam.Flatten())

@@ -6,6 +6,7 @@ DEFAULT_PARTITIONS = 8            # app_id partitions of a table source
 DEFAULT_FETCH_SIZE = 100          # rows per keyset page of a table source
 DEFAULT_MAX_DOC_MB = 16.0
 DEFAULT_MAX_DEPTH = 256
+DEFAULT_CHUNK_DOCS = 20000        # documents per pipeline run on local runners (bounded memory)
 
 
 def _int_or_none(v):
@@ -65,6 +66,10 @@ class MigrationOptions(PipelineOptions):
                             f'Default {DEFAULT_PARTITIONS}.')
         g.add_argument('--fetch-size', dest='fetch_size', type=int, default=DEFAULT_FETCH_SIZE,
                        help=f'Rows per page when reading a table source. Default {DEFAULT_FETCH_SIZE}.')
+        g.add_argument('--chunk-docs', dest='chunk_docs', type=int, default=DEFAULT_CHUNK_DOCS,
+                       help='Run the job as successive pipeline runs of at most this many documents, so memory '
+                            'stays flat however large the source (local runners keep a stage\'s output in memory). '
+                            f'0 = one run. Default {DEFAULT_CHUNK_DOCS}.')
         g.add_argument('--parse-mode', dest='parse_mode', choices=['partial', 'full'], default='partial',
                        help='partial (default): stop parsing a document once the last element the contract reads '
                             'has closed (bureau blocks after it are skipped; a malformed tail is not detected). '

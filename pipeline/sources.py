@@ -100,6 +100,16 @@ class _Query:
         return f'SELECT {self.id} FROM {self.t} WHERE {w} ORDER BY {self.id} LIMIT 1 OFFSET ?', \
             list(self.params) + [n - 1]
 
+    def nth_after(self, after, hi, n):
+        """The app_id n rows (1-based) after `after`, within `hi`: a chunk boundary found by keyset, not OFFSET
+        from the start."""
+        w = ' AND '.join(self.where + [f'{self.id} > ?', f'{self.id} <= ?'])
+        params = list(self.params) + [after, hi]
+        if self.dialect == 'mssql':
+            return (f'SELECT {self.id} FROM {self.t} WHERE {w} ORDER BY {self.id} '
+                    f'OFFSET ? ROWS FETCH NEXT 1 ROWS ONLY', params + [n - 1])
+        return f'SELECT {self.id} FROM {self.t} WHERE {w} ORDER BY {self.id} LIMIT 1 OFFSET ?', params + [n - 1]
+
     def page(self, after, hi, size):
         w = ' AND '.join(self.where + [f'{self.id} > ?', f'{self.id} <= ?'])
         params = list(self.params) + [after, hi]
@@ -108,8 +118,9 @@ class _Query:
         return f'SELECT {self.id}, {self.col} FROM {self.t} WHERE {w} ORDER BY {self.id} LIMIT {int(size)}', params
 
 
-def plan_partitions(spec: TableSpec, opts: ReadOptions):
-    """At launch: check the source is readable and split its app_id range. Returns (partitions, row_count)."""
+def plan_partitions(spec: TableSpec, opts: ReadOptions, chunk_docs=None):
+    """At launch: check the source is readable and split its app_id range. Returns (partitions, row_count,
+    chunks), chunks being (after, hi, rows) app_id ranges of at most `chunk_docs` rows each."""
     try:
         target, conn = _connect(spec.url, spec.dialect)
     except Exception as e:
@@ -124,12 +135,22 @@ def plan_partitions(spec: TableSpec, opts: ReadOptions):
                               f'in {target.display}: {_first_line(e)}') from None
         lo, hi, count = cur.fetchone()
         if lo is None:
-            return [], 0
+            return [], 0, []
         lo, hi, count = int(lo), int(hi), int(count)
         if opts.limit is not None and opts.limit < count:
             cur.execute(*q.nth_id(opts.limit))
             hi, count = int(cur.fetchone()[0]), opts.limit
-        return split_range(lo, hi, opts.partitions), count
+        chunks, after = [], lo - 1
+        if chunk_docs and count > chunk_docs:
+            while True:
+                cur.execute(*q.nth_after(after, hi, chunk_docs))
+                row = cur.fetchone()
+                if row is None or int(row[0]) >= hi:
+                    break
+                chunks.append((after, int(row[0]), chunk_docs))
+                after = int(row[0])
+        chunks.append((after, hi, count - (chunk_docs or 0) * len(chunks)))
+        return split_range(lo, hi, opts.partitions), count, chunks
     finally:
         conn.close()
 
@@ -265,14 +286,25 @@ class ReadFiles(beam.PTransform):
 class FileSource:
     kind = 'files'
 
-    def __init__(self, pattern, limit=None):
+    def __init__(self, pattern, limit=None, chunk_docs=None, _paths=None, _root=None):
         self.pattern = pattern
-        self.paths = list_xml_files(pattern)
+        self.paths = _paths if _paths is not None else list_xml_files(pattern)
         if limit is not None:
             self.paths = self.paths[:limit]
-        self.root = _common_root(self.paths)
+        self.root = _root if _root is not None else _common_root(self.paths)
+        self.chunk_docs = chunk_docs
         if not self.paths:
             raise SourceError(f'no .xml files found at {pattern!r}')
+
+    def chunks(self):
+        n = self.chunk_docs
+        if not n or len(self.paths) <= n:
+            return [self]
+        return [FileSource(self.pattern, _paths=self.paths[i:i + n], _root=self.root)
+                for i in range(0, len(self.paths), n)]
+
+    def fetcher(self):
+        return _FileFetcher(self.root)
 
     @property
     def expected(self):
@@ -282,20 +314,37 @@ class FileSource:
         return ReadFiles(self.paths, self.root)
 
     def fetch(self, source_ref):
-        with open(os.path.join(self.root, source_ref), 'rb') as f:
-            return f.read()
+        return self.fetcher()(source_ref)
 
     def describe(self):
         return f'{len(self.paths)} files under {self.root or "."}'
 
 
+class _TableFetcher:
+    def __init__(self, spec):
+        self.spec = spec
+
+    def __call__(self, source_ref):
+        return fetch_from_table(self.spec, int(source_ref.rsplit(':', 1)[1]))
+
+
+class _FileFetcher:
+    def __init__(self, root):
+        self.root = root
+
+    def __call__(self, source_ref):
+        with open(os.path.join(self.root, source_ref), 'rb') as f:
+            return f.read()
+
+
 class TableSource:
     kind = 'table'
 
-    def __init__(self, spec: TableSpec, opts: ReadOptions, resume_target=None, resume_schema=None):
+    def __init__(self, spec: TableSpec, opts: ReadOptions, resume_target=None, resume_schema=None,
+                 chunk_docs=None, _plan=None):
         self.spec, self.opts = spec, opts
         self.resume_target, self.resume_schema = resume_target, resume_schema
-        self.partitions, self.count = plan_partitions(spec, opts)
+        self.partitions, self.count, self._chunks = _plan or plan_partitions(spec, opts, chunk_docs)
 
     @property
     def expected(self):
@@ -304,8 +353,19 @@ class TableSource:
     def transform(self):
         return ReadTable(self.spec, self.opts, self.partitions, self.resume_target, self.resume_schema)
 
+    def chunks(self):
+        """Sources for successive pipeline runs of at most chunk_docs documents each (bounded memory)."""
+        if len(self._chunks) <= 1:
+            return [self]
+        return [TableSource(self.spec, self.opts, self.resume_target, self.resume_schema,
+                            _plan=(split_range(a + 1, b, self.opts.partitions), n, [(a, b, n)]))
+                for a, b, n in self._chunks]
+
+    def fetcher(self):
+        return _TableFetcher(self.spec)
+
     def fetch(self, source_ref):
-        return fetch_from_table(self.spec, int(source_ref.rsplit(':', 1)[1]))
+        return self.fetcher()(source_ref)
 
     def describe(self):
         from pipeline.db.targets import parse_target
@@ -314,7 +374,7 @@ class TableSource:
 
 
 def make_source(url_or_path, contract, source_table=None, source_column=None, opts: ReadOptions = ReadOptions(),
-                resume_target=None, resume_schema=None, dialect=None):
+                resume_target=None, resume_schema=None, dialect=None, chunk_docs=None):
     """A source from the --source option: sqlite:///PATH, odbc:..., or a folder/glob of .xml files."""
     if url_or_path.startswith(('sqlite:', 'odbc:')):
         table, schema = source_table or contract.source_table, None
@@ -324,6 +384,6 @@ def make_source(url_or_path, contract, source_table=None, source_column=None, op
             schema = contract.target_schema
         spec = TableSpec(url=url_or_path, table=table, column=source_column or contract.source_column,
                          schema=schema, dialect=dialect)
-        return TableSource(spec, opts, resume_target if opts.resume else None, resume_schema)
-    return FileSource(url_or_path, limit=opts.limit)
+        return TableSource(spec, opts, resume_target if opts.resume else None, resume_schema, chunk_docs=chunk_docs)
+    return FileSource(url_or_path, limit=opts.limit, chunk_docs=chunk_docs)
 

@@ -36,6 +36,23 @@ class Summary:
         self.elapsed_s, self.skipped = elapsed_s, skipped
         self.extra = extra or {}
 
+    def merge(self, other):
+        """The summary of two successive runs (chunks) of one job."""
+        extra = dict(self.extra)
+        for k in ('dead_lettered_by_stage',):
+            merged = dict(extra.get(k, {}))
+            for kk, v in other.extra.get(k, {}).items():
+                merged[kk] = merged.get(kk, 0) + v
+            extra[k] = merged
+        counters = {ns: dict(v) for ns, v in extra.get('counters', {}).items()}
+        for ns, v in other.extra.get('counters', {}).items():
+            for kk, n in v.items():
+                counters.setdefault(ns, {})[kk] = counters.get(ns, {}).get(kk, 0) + n
+        extra['counters'] = counters
+        return Summary(self.read + other.read, self.written + other.written,
+                       self.dead_lettered + other.dead_lettered, self.rows + other.rows,
+                       self.elapsed_s + other.elapsed_s, self.skipped + other.skipped, extra)
+
     @property
     def docs_per_min(self):
         return self.read / self.elapsed_s * 60 if self.elapsed_s > 0 else 0.0

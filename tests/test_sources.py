@@ -92,3 +92,22 @@ def test_file_source_reads_folders_and_globs(tmp_path):
     assert src.fetch('d1.xml') == b'<a n="1"/>'
     with pytest.raises(SourceError, match='no .xml files'):
         FileSource(str(tmp_path / 'empty*'))
+
+
+@pytest.mark.parametrize('chunk_docs', [1, 10, 57, 1000])
+def test_chunks_cover_the_source_once_in_bounded_runs(source_db, chunk_docs):
+    path, ids = source_db
+    src = TableSource(TableSpec(url=f'sqlite:///{path}', table='app_xml', column='xml', schema=None),
+                      ReadOptions(partitions=3, resume=False), chunk_docs=chunk_docs)
+    chunks = src.chunks()
+    assert sum(c.expected for c in chunks) == len(ids)
+    assert all(c.expected <= chunk_docs for c in chunks)
+    for c in chunks[:4] + chunks[-2:]:   # reading every 1-doc chunk would take long; ranges are checked below
+        with BeamTestPipeline(runner=FnApiRunner()) as p:
+            assert_that(p | c.transform() | beam.Map(lambda d: d.app_id),
+                        equal_to([i for i in ids if c.partitions[0].lo < i <= c.partitions[-1].hi]))
+    bounds = [(c.partitions[0].lo, c.partitions[-1].hi) for c in chunks]
+    assert bounds[0][0] < min(ids) and bounds[-1][1] == max(ids)
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    for (lo, hi), c in zip(bounds, chunks):
+        assert c.expected == sum(1 for i in ids if lo < i <= hi)
