@@ -53,20 +53,21 @@ class ParseSpec(NamedTuple):
 
 class ParsedDoc:
     """A parsed document. Fused stages pass it in memory; pickling re-serialises to the XML bytes."""
-    __slots__ = ('source', 'app_id', 'root', 'xml')
+    __slots__ = ('source', 'app_id', 'root', 'xml', 'original')
 
-    def __init__(self, source, app_id, root, xml):
+    def __init__(self, source, app_id, root, xml, original=None):
         self.source, self.app_id, self.root, self.xml = source, app_id, root, xml
+        self.original = original    # the payload as read, when validation rewrote it (for the dead letter)
 
     def __reduce__(self):
-        return (_unpickle_parsed, (self.source, self.app_id, self.xml))
+        return (_unpickle_parsed, (self.source, self.app_id, self.xml, self.original))
 
     def __repr__(self):
         return f'ParsedDoc(source={self.source!r}, app_id={self.app_id!r})'
 
 
-def _unpickle_parsed(source, app_id, xml):
-    return ParsedDoc(source, app_id, etree.fromstring(xml, hardened_parser()), xml)
+def _unpickle_parsed(source, app_id, xml, original=None):
+    return ParsedDoc(source, app_id, etree.fromstring(xml, hardened_parser()), xml, original)
 
 
 def _rel_steps(path):
@@ -172,7 +173,7 @@ def parse_document(doc: Doc, spec: ParseSpec) -> ParsedDoc:
             raise StageError('validation', f'wrong product line: found <{others[0]}>, '
                                            f'the contract expects <{steps[-1]}>')
         raise StageError('validation', f'missing required application element {spec.application_path}')
-    return ParsedDoc(doc.source, app_id, root, data)
+    return ParsedDoc(doc.source, app_id, root, data, doc.original)
 
 
 class ParseFn(beam.DoFn):

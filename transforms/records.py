@@ -7,6 +7,7 @@ class Doc(NamedTuple):
     source: str                       # stable reference: file name, or '<table>:<app_id>'
     app_id: Optional[int]             # known from the source row, else None (taken from the XML)
     xml: Union[str, bytes, None]
+    original: Union[str, bytes, None] = None   # the payload as read, kept when validation rewrote `xml`
 
 
 class MappedDoc(NamedTuple):

@@ -125,7 +125,8 @@ def validate_document(doc: Doc, limits: Limits = Limits(), root_element: Optiona
         raise StageError(STAGE, 'document is truncated: it does not end with ">"')
     if root_element and not tail.endswith(f'</{root}>') and not tail.endswith('/>'):
         raise StageError(STAGE, f'document is truncated: it does not end with </{root[:50]}>')
-    return doc._replace(xml=text.encode('utf-8'))
+    clean = text.encode('utf-8')
+    return doc._replace(xml=clean, original=None if clean == xml else xml)
 
 
 def parse_app_id(value, where='app_id'):
@@ -161,7 +162,8 @@ def payload_text(xml):
 def dead_letter(doc: Doc, stage, reason, app_id=None):
     return beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, DeadLetter(
         source=doc.source, app_id=app_id if app_id is not None else doc.app_id,
-        stage=stage, reason=reason, payload=payload_text(doc.xml)))
+        stage=stage, reason=reason,
+        payload=payload_text(doc.original if getattr(doc, 'original', None) is not None else doc.xml)))
 
 
 def internal_reason(exc):
