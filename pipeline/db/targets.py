@@ -1,0 +1,165 @@
+"""Targets: where the rows go. `parse_target(url)` -> `Target`; `Target.connect()` -> DB-API connection.
+
+  sqlite:///PATH                       stdlib sqlite3 (PATH relative unless it starts with '/': sqlite:////abs)
+  odbc:<ODBC connection string>        pyodbc; dialect from the driver name, or explicit `dialect`
+
+`${ENV}` placeholders are expanded from the environment (passwords come from env vars). Nothing this module
+says (display, TargetError) ever contains the password.
+"""
+import os
+import re
+from typing import Optional
+
+from pipeline.db.dialects import Dialect, error_state, get_dialect, scrub_message
+
+
+class TargetError(Exception):
+    """The target could not be parsed or reached. The message never contains the password."""
+
+
+_ENV = re.compile(r'\$\{([A-Za-z_][A-Za-z0-9_]*)\}')
+_PWD = re.compile(r'(?i)(\b(?:pwd|password)\s*=\s*)(\{(?:[^}]|\}\})*\}|[^;]*)')
+
+
+def expand_env(s: str) -> str:
+    def sub(m):
+        v = os.environ.get(m.group(1))
+        if v is None:
+            raise TargetError(f'target: environment variable {m.group(1)} is not set')
+        return v
+    return _ENV.sub(sub, s)
+
+
+def mask_password(s: str) -> str:
+    return _PWD.sub(lambda m: m.group(1) + '***', s)
+
+
+def _passwords(conn_str: str):
+    out = []
+    for m in _PWD.finditer(conn_str):
+        v = m.group(2).strip()
+        if v.startswith('{') and v.endswith('}'):
+            out.append(v[1:-1].replace('}}', '}'))
+        out.append(v)
+    return [p for p in out if p]
+
+
+def _odbc_attr(conn_str: str, key: str) -> Optional[str]:
+    m = re.search(r'(?i)(?:^|;)\s*' + key + r'\s*=\s*(\{(?:[^}]|\}\})*\}|[^;]*)', conn_str)
+    if not m:
+        return None
+    v = m.group(1).strip()
+    return v[1:-1] if v.startswith('{') else v
+
+
+def dialect_from_driver(driver: str) -> Optional[str]:
+    d = (driver or '').lower()
+    if 'sql server' in d or re.search(r'odbc driver \d+', d) or 'msodbcsql' in d or 'freetds' in d:
+        return 'mssql'
+    if 'postgres' in d or 'psqlodbc' in d:
+        return 'postgresql'
+    if 'sqlite' in d:
+        return 'sqlite'
+    return None
+
+
+class Target:
+    """A parsed target. Picklable (holds strings only): DoFns carry it and connect on the worker."""
+
+    def __init__(self, kind: str, conn_str: str, dialect: str, display: str, secrets=()):
+        self.kind = kind                 # 'sqlite' | 'odbc'
+        self._conn_str = conn_str        # expanded; contains the password for odbc
+        self.dialect_name = dialect
+        self.display = display
+        self._secrets = tuple(secrets)
+
+    def __repr__(self):
+        return f'Target({self.display!r}, dialect={self.dialect_name!r})'
+
+    @property
+    def dialect(self) -> Dialect:
+        return get_dialect(self.dialect_name)
+
+    @property
+    def sqlite_path(self) -> Optional[str]:
+        return self._conn_str if self.kind == 'sqlite' else None
+
+    def scrub(self, msg) -> str:
+        """A message (or exception) with passwords and row values removed."""
+        if isinstance(msg, BaseException):
+            return self.dialect.sanitize(msg, self._secrets)
+        return scrub_message(str(msg), self._secrets)
+
+    def connect(self, timeout: int = 15):
+        """A new DB-API connection, autocommit off. Raises TargetError (no password in the message)."""
+        if self.kind == 'sqlite':
+            import sqlite3
+            try:
+                conn = sqlite3.connect(self._conn_str, timeout=timeout, check_same_thread=False)
+                conn.execute('PRAGMA foreign_keys = ON')
+                conn.execute('PRAGMA busy_timeout = %d' % (timeout * 1000))
+                try:
+                    conn.execute('PRAGMA journal_mode = WAL')
+                except sqlite3.OperationalError:
+                    pass
+                return conn
+            except sqlite3.Error as e:
+                raise TargetError(f'cannot open {self.display}: {e}') from None
+        import pyodbc
+        try:
+            conn = pyodbc.connect(self._conn_str, autocommit=False, timeout=timeout)
+        except pyodbc.Error as e:
+            state, msg = error_state(e)
+            raise TargetError(f'cannot connect to {self.display}: {self._describe(state, msg)}') from None
+        if self.dialect_name == 'postgresql':
+            try:
+                # values come back as str for unknown types; keep encodings explicit
+                conn.setdecoding(pyodbc.SQL_CHAR, encoding='utf-8')
+                conn.setdecoding(pyodbc.SQL_WCHAR, encoding='utf-8')
+                conn.setencoding(encoding='utf-8')
+            except Exception:
+                pass
+        return conn
+
+    def _describe(self, state, msg) -> str:
+        clean = scrub_message(msg, self._secrets)
+        low = msg.lower()
+        if "can't open lib" in low or 'data source name not found' in low or state == 'IM002':
+            what = 'ODBC driver not found'
+        elif state == '28000' or 'login failed' in low or 'password authentication failed' in low:
+            what = 'login failed'
+        elif state and state.startswith('08') or 'refused' in low or 'timeout' in low or 'unreachable' in low:
+            what = 'server unreachable'
+        else:
+            what = 'connection failed'
+        return f'{what} ({state or "?"}): {clean}'
+
+    def make_connect(self):
+        return self.connect
+
+
+def parse_target(url: str, dialect: Optional[str] = None) -> Target:
+    if not isinstance(url, str) or not url.strip():
+        raise TargetError('target: empty target url')
+    url = url.strip()
+    expanded = expand_env(url)
+    secrets = _passwords(expanded)
+    display = mask_password(url)
+    if url.startswith('sqlite:'):
+        m = re.match(r'^sqlite:///(.+)$', expanded)
+        if not m:
+            raise TargetError(f'target: expected sqlite:///PATH, got {display!r}')
+        if dialect and get_dialect(dialect).name != 'sqlite':
+            raise TargetError(f'target: a sqlite:/// target cannot use dialect {dialect!r}')
+        return Target('sqlite', m.group(1), 'sqlite', display)
+    if url.startswith('odbc:'):
+        conn_str = expanded[len('odbc:'):]
+        if not conn_str.strip():
+            raise TargetError('target: empty ODBC connection string')
+        driver = _odbc_attr(conn_str, 'driver') or _odbc_attr(conn_str, 'dsn') or ''
+        name = get_dialect(dialect).name if dialect else dialect_from_driver(driver)
+        if not name:
+            raise TargetError(f'target: cannot tell the SQL dialect from driver {driver!r}; pass dialect= '
+                              '(sqlite, postgresql, mssql)')
+        return Target('odbc', conn_str, name, display, secrets)
+    raise TargetError(f'target: unsupported target {display!r} (expected sqlite:///PATH or odbc:<connection string>)')

@@ -1,0 +1,201 @@
+"""Dialect SQL: identifiers, T-SQL generation (parsed by sqlglot tsql + golden files), DDL on all dialects,
+error classification and message scrubbing, targets."""
+import os
+import sqlite3
+
+import pytest
+import sqlglot
+from sqlglot import exp
+
+from pipeline.db.ddl import ddl_statements
+from pipeline.db.dialects import DATA, FATAL, TRANSIENT, DialectError, get_dialect, scrub_message
+from pipeline.db.meta import MetaError, check_columns, fk_tiers, load_table_spec
+from pipeline.db.targets import TargetError, parse_target
+from test_sink_helpers import PG_URL, SEED_TABLES, SKIP, SPEC, TABLES, DB
+
+GOLDEN = os.path.join(os.path.dirname(__file__), 'golden')
+UPDATE = os.environ.get('UPDATE_GOLDEN') == '1'
+
+
+def golden(name, text):
+    path = os.path.join(GOLDEN, name)
+    if UPDATE:
+        with open(path, 'w', encoding='utf-8') as f:
+            f.write(text)
+    with open(path, encoding='utf-8') as f:
+        assert text == f.read(), f'{name} differs from the golden file (UPDATE_GOLDEN=1 to regenerate)'
+
+
+@pytest.mark.parametrize('bad', ['a b', 'x;drop', '"x"', '1abc', '', 'a' * 64, 'ü', 'a]b', None])
+def test_unsafe_identifiers_are_rejected(bad):
+    for d in ('sqlite', 'postgresql', 'mssql'):
+        with pytest.raises(DialectError):
+            get_dialect(d).quote(bad)
+
+
+def test_quoting_and_schema():
+    assert get_dialect('mssql').qualify('app_base', 'migration') == '[migration].[app_base]'
+    assert get_dialect('postgresql').qualify('app_base', 'migration') == '"migration"."app_base"'
+    assert get_dialect('sqlite').qualify('app_base', 'migration') == '"app_base"'
+
+
+def test_tsql_merge_upsert_parses_and_matches_golden():
+    metas = load_table_spec(SPEC, 'migration')
+    d = get_dialect('mssql')
+    cb = d.upsert_script(metas['app_contact_base'], ['con_id', 'app_id', 'first_name', 'flag'])
+    addr = d.upsert_script(metas['app_contact_address'], ['con_id', 'address_type_enum', 'city'])
+    golden('mssql_upsert_app_contact_base.sql', cb)
+    golden('mssql_upsert_app_contact_address.sql', addr)
+    stmts = [s for s in sqlglot.parse(cb, read='tsql') if s is not None]
+    merge = [s for s in stmts if isinstance(s, exp.Merge)]
+    assert len(merge) == 1
+    tables = {t.name for t in merge[0].find_all(exp.Table)}
+    assert {'app_contact_base', '#stage_app_contact_base'} <= tables or \
+        {'app_contact_base', 'stage_app_contact_base'} <= tables
+    cols = {c.name for c in merge[0].find_all(exp.Column)}
+    assert {'con_id', 'app_id', 'first_name', 'flag'} <= cols
+    assert 'WITH (HOLDLOCK)' in cb and 'SET IDENTITY_INSERT [migration].[app_contact_base] ON;' in cb
+    assert cb.index('IDENTITY_INSERT [migration].[app_contact_base] ON') < cb.index('MERGE') < \
+        cb.index('IDENTITY_INSERT [migration].[app_contact_base] OFF')
+    assert 'IDENTITY_INSERT' not in addr                           # no identity column -> no IDENTITY_INSERT
+    assert 'WHEN MATCHED AND tgt.[app_id] = src.[app_id]' in cb     # never re-assigns another app's row
+    sqlglot.parse(addr, read='tsql')
+
+
+@pytest.mark.parametrize('dialect', ['mssql', 'postgresql', 'sqlite'])
+def test_ddl_golden(dialect):
+    text = '\n\n'.join(ddl_statements(SPEC, dialect, 'migration', skip_tables=SKIP)) + '\n'
+    golden(f'ddl_{dialect}.sql', text)
+    if dialect == 'mssql':
+        for st in ddl_statements(SPEC, dialect, 'migration', skip_tables=SKIP):
+            parsed = sqlglot.parse(st, read='tsql')
+            assert parsed
+        ast_tables = {t.name for st in ddl_statements(SPEC, 'mssql', 'migration', skip_tables=SKIP)
+                      for p in sqlglot.parse(st, read='tsql') if p is not None for t in p.find_all(exp.Table)}
+        assert {'app_base', 'app_contact_base', 'app_contact_address', 'processing_log', 'dead_letter'} <= ast_tables
+        assert 'app_enums' not in text                # skipped reference table, FK to it left out
+    if dialect == 'sqlite':
+        conn = sqlite3.connect(':memory:')
+        for st in ddl_statements(SPEC, dialect, 'migration', skip_tables=SKIP):
+            conn.execute(st)
+            conn.execute(st)                          # idempotent
+
+
+@pytest.mark.skipif(not os.path.exists(SEED_TABLES), reason='seed corpus tables.json not available')
+def test_seed_tables_ddl_all_dialects(tmp_path):
+    ref = ('app_enums', 'app_campaign_cc')
+    for dialect in ('mssql', 'postgresql', 'sqlite'):
+        stmts = ddl_statements(SEED_TABLES, dialect, 'migration', skip_tables=ref)
+        assert not any('app_enums' in s or 'app_campaign_cc' in s for s in stmts)
+        if dialect == 'mssql':
+            for s in stmts:
+                sqlglot.parse(s, read='tsql')
+            assert 'ssn_last_4' not in '\n'.join(stmts)          # computed column skipped
+    conn = sqlite3.connect(str(tmp_path / 'x.db'))
+    for s in ddl_statements(SEED_TABLES, 'sqlite', None, skip_tables=ref):
+        conn.execute(s)
+    metas = load_table_spec(SEED_TABLES)
+    order = ['app_base', 'app_contact_base', 'app_operational_cc', 'app_pricing_cc', 'app_transactional_cc',
+             'app_solicited_cc', 'app_contact_address', 'app_contact_employment', 'app_report_results_lookup',
+             'app_historical_lookup', 'scores', 'indicators']
+    tiers = fk_tiers(metas, order)
+    assert tiers[0] == ['app_base', 'scores', 'indicators']
+    assert tiers[1][0] == 'app_contact_base' and tiers[2] == ['app_contact_address', 'app_contact_employment']
+
+
+def test_check_columns_names_table_and_column():
+    metas = load_table_spec(SPEC)
+    check_columns({'app_base': ['app_id', 'ip_address']}, metas)
+    with pytest.raises(MetaError, match=r'app_base\.nope: column not found.*app_contact_base\.ssn_last_4: is a '
+                                        r'computed'):
+        check_columns({'app_base': ['app_id', 'nope'], 'app_contact_base': ['ssn_last_4']}, metas)
+
+
+def test_introspection_sqlite_matches_spec(tmp_path):
+    d = DB('sqlite', tmp_path)
+    metas = d.create()
+    cb = metas['app_contact_base']
+    assert cb.primary_key == ['con_id'] and cb.identity_columns == ['con_id'] and cb.owner_column == 'app_id'
+    assert [fk.references for fk in cb.foreign_keys] == ['app_base']
+    assert not cb.column('first_name').nullable and cb.column('ssn_last_4') is None
+    assert fk_tiers(metas, TABLES) == [['app_base'], ['app_contact_base'], ['app_contact_address']]
+    from pipeline.db.meta import introspect
+    with pytest.raises(MetaError, match='not found.*nope'):
+        introspect(d.target.connect(), 'sqlite', None, ['app_base', 'nope'])
+
+
+class E(Exception):
+    pass
+
+
+@pytest.mark.parametrize('args,kind', [
+    (('08S01', '[08S01] connection lost'), TRANSIENT), (('57P01', 'terminating connection'), TRANSIENT),
+    (('40001', '[40001] ... deadlock victim ... (1205)'), TRANSIENT), (('40P01', 'deadlock detected'), TRANSIENT),
+    (('HYT00', 'Login timeout expired'), TRANSIENT), (('22001', 'value too long'), DATA),
+    (('23505', 'duplicate key'), DATA), (('23000', 'String or binary data would be truncated (2628)'), DATA),
+    (('42P01', 'relation "x" does not exist'), FATAL), (('42S02', "Invalid object name 'x'"), FATAL),
+])
+def test_error_classification(args, kind):
+    assert get_dialect('postgresql').classify(E(*args)) == kind
+    assert get_dialect('mssql').classify(E(*args)) == kind
+
+
+def test_sqlite_classification():
+    d = get_dialect('sqlite')
+    assert d.classify(sqlite3.OperationalError('database is locked')) == TRANSIENT
+    assert d.classify(sqlite3.IntegrityError('CHECK constraint failed: x')) == DATA
+    assert d.classify(sqlite3.OperationalError('no such table: x')) == FATAL
+
+
+def test_messages_are_scrubbed_of_values_and_passwords():
+    pg = ('[23505] ERROR: duplicate key value violates unique constraint "t_pkey"\nDETAIL: Key (ssn)=(123456789) '
+          'already exists.;\nError while executing the query (1) (SQLExecDirectW)')
+    s = scrub_message(pg)
+    assert '123456789' not in s and 't_pkey' in s
+    ms = ("[22001] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]String or binary data would be truncated "
+          "in table 'db.migration.app_base', column 'ip_address'. Truncated value: 'Jane Secret'. (2628)")
+    s = scrub_message(ms)
+    assert 'Jane Secret' not in s and 'ip_address' in s
+    s = scrub_message("Conversion failed when converting the varchar value 'abc123' to data type int. (245)")
+    assert 'abc123' not in s
+    s = scrub_message('ERROR: invalid input syntax for type integer: "42x"')
+    assert '42x' not in s
+    s = scrub_message('login failed Pwd=hunter2;Server=x', secrets=['hunter2'])
+    assert 'hunter2' not in s
+
+
+def test_parse_target(monkeypatch):
+    monkeypatch.setenv('XPW', 's3cr;et')
+    t = parse_target('odbc:Driver={ODBC Driver 18 for SQL Server};Server=db;Uid=u;Pwd={${XPW}}')
+    assert t.dialect_name == 'mssql' and 's3cr' not in t.display and 'Pwd=***' in t.display
+    assert parse_target('odbc:Driver={PostgreSQL Unicode};Server=x;Pwd=p').dialect_name == 'postgresql'
+    assert parse_target('odbc:Driver={SQLite3};Database=/tmp/x.db').dialect_name == 'sqlite'
+    assert parse_target('odbc:DSN=foo', dialect='mssql').dialect_name == 'mssql'
+    assert parse_target('sqlite:///out/app.db').sqlite_path == 'out/app.db'
+    assert parse_target('sqlite:////tmp/app.db').sqlite_path == '/tmp/app.db'
+    with pytest.raises(TargetError, match='UNSET_VAR_X'):
+        parse_target('odbc:Driver={PostgreSQL Unicode};Pwd=${UNSET_VAR_X}')
+    with pytest.raises(TargetError, match='cannot tell the SQL dialect'):
+        parse_target('odbc:DSN=foo')
+
+
+def test_connect_errors_hide_password():
+    t = parse_target('odbc:Driver={NoSuchDriverXYZ};Server=127.0.0.1;Uid=u;Pwd=TopSecret1', dialect='mssql')
+    with pytest.raises(TargetError) as ei:
+        t.connect()
+    assert 'ODBC driver not found' in str(ei.value) and 'TopSecret1' not in str(ei.value)
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not PG_URL, reason='XMLSQL_TEST_PG is not set: PostgreSQL tests skipped')
+def test_pg_connect_errors_hide_password():
+    bad = PG_URL.replace('Pwd=', 'Pwd=WrongSecret9')
+    with pytest.raises(TargetError) as ei:
+        parse_target(bad).connect()
+    assert 'login failed' in str(ei.value) and 'WrongSecret9' not in str(ei.value)
+    closed = PG_URL.replace('Port=5432', 'Port=5499')
+    with pytest.raises(TargetError) as ei:
+        parse_target(closed).connect(timeout=3)
+    assert 'server unreachable' in str(ei.value)
+    pw = [p.split('=', 1)[1] for p in closed.split(';') if p.lower().startswith('pwd=')][0]
+    assert pw not in str(ei.value)

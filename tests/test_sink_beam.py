@@ -1,0 +1,120 @@
+"""WriteToSql / WriteLedger / WriteDeadLetters on the FnApiRunner against real databases."""
+import datetime
+
+import apache_beam as beam
+import pytest
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipeline.db.meta import fk_tiers
+from pipeline.db.targets import parse_target
+from test_sink_helpers import DB, SKIP, SPEC, TABLES, db, pg_db  # noqa: F401 (fixtures)
+from transforms.records import DeadLetter, MappedDoc, Outcome
+from transforms.sink import WriteDeadLetters, WriteLedger, WriteToSql, read_success_ids
+
+
+def mapped(app_id, con_id, ip='10.1.1.1', name='ANN'):
+    return MappedDoc(f'doc-{app_id}.xml', app_id, {
+        'app_base': [{'app_id': app_id, 'product_line_enum': 600, 'ip_address': ip,
+                      'receive_date': datetime.datetime(2020, 1, 2, 3, 4, 5)}],
+        'app_contact_base': [{'con_id': con_id, 'app_id': app_id, 'first_name': name, 'flag': 0}],
+        'app_contact_address': [{'con_id': con_id, 'address_type_enum': 1, 'city': 'X'},
+                                {'con_id': con_id, 'address_type_enum': 2, 'city': 'Y'}],
+    }, [])
+
+
+def counter(result, name):
+    res = result.metrics().query(MetricsFilter().with_name(name))['counters']
+    return sum(c.committed for c in res)
+
+
+def run_write(db, docs, batch_size=7):
+    tiers = fk_tiers(db.metas, TABLES)
+    p = TestPipeline(runner=FnApiRunner())
+    outcomes = (p | beam.Create(docs) | WriteToSql(db.url, db.metas, tiers, batch_size))
+    got = []
+    outcomes | beam.Map(lambda o: o) | 'Collect' >> beam.combiners.ToList() | beam.Map(got.append)
+    result = p.run()
+    result.wait_until_finish()
+    return result, outcomes, tiers
+
+
+def test_write_to_sql_tiers_bundles_and_failures(db):
+    db.create()
+    # a pre-existing contact owned by app 1 (written first, as in an earlier run)
+    first = [mapped(1, 5001)]
+    docs = [mapped(i, 5000 + i) for i in range(2, 41)]
+    docs[9] = mapped(11, 5001)                       # con_id owned by app 1 -> fails in tier 1
+    docs[19] = mapped(21, 5021, ip='Z' * 60)          # too long -> fails in tier 0; not written in tiers 1, 2
+    run_write(db, first)
+
+    tiers = fk_tiers(db.metas, TABLES)
+    assert tiers == [['app_base'], ['app_contact_base'], ['app_contact_address']]
+    p = TestPipeline(runner=FnApiRunner())
+    outcomes = p | beam.Create(docs) | WriteToSql(db.url, db.metas, tiers, batch_size=7)
+    summary = outcomes | beam.Map(lambda o: (o.app_id, o.status, o.stage, o.rows,
+                                             (o.reason or '').split(':')[0]))
+    expected = [(i, 'success', None, 4, '') for i in range(2, 41) if i not in (11, 21)]
+    expected += [(11, 'failed', 'sink', 0, 'app_contact_base'), (21, 'failed', 'sink', 0, 'app_base')]
+    assert_that(summary, equal_to(expected))
+    reasons = outcomes | beam.Filter(lambda o: o.status == 'failed') | beam.Map(lambda o: (o.app_id, o.reason))
+    assert_that(reasons, equal_to([(11, 'app_contact_base: con_id 5001 already belongs to app_id 1'),
+                                   (21, reasons_21(db))]), label='reasons')
+    result = p.run()
+    result.wait_until_finish()
+
+    opened = counter(result, 'sink_connections_opened')
+    bundles = counter(result, 'sink_bundles_with_writes')
+    assert opened == bundles and opened >= 3          # one connection per bundle that wrote, >= 1 per tier
+    assert counter(result, 'sink_batches') >= 3 * (39 // 7)
+    # tier 0: 39 docs - 1 bad; tier 1: 38 - 1; tier 2: 2 rows x 37
+    assert counter(result, 'sink_rows_written') == 38 + 37 + 74
+    assert db.count('app_base') == 1 + 38
+    assert db.count('app_contact_base') == 1 + 37
+    assert db.count('app_contact_address') == 2 + 74
+    assert db.rows(f"SELECT app_id FROM {db.q('app_contact_base')} WHERE con_id = 5001") == [(1,)]
+
+    # re-run: idempotent (same counts)
+    result2, _, _ = run_write(db, docs)
+    assert db.count('app_base') == 39 and db.count('app_contact_base') == 38
+    assert db.count('app_contact_address') == 76
+
+
+def reasons_21(db):
+    if db.kind == 'pg':
+        return 'app_base: [22001] ERROR: value too long for type character varying(39)'
+    return 'app_base: CHECK constraint failed: ck_app_base_ip_address'
+
+
+def test_ledger_and_dead_letters(db):
+    db.create()
+    outcomes = [Outcome(f's{i}', i, 'success', None, None, 3) for i in range(1, 11)]
+    outcomes += [Outcome('s5b', 5, 'failed', 'sink', 'x' * 900, 0), Outcome('bad.xml', None, 'failed',
+                                                                           'validation', 'nope', 0)]
+    letters = [DeadLetter('bad.xml', None, 'validation', 'Invalid XML', '<a>\u00e9</a>'),
+               DeadLetter('s5b', 5, 'sink', 'too long', b'<x/>')]
+    for run in range(2):       # twice: still one processing_log row per app_id
+        p = TestPipeline(runner=FnApiRunner())
+        (p | 'O' >> beam.Create(outcomes[:10] if run == 0 else outcomes)
+         | WriteLedger(db.url, db.schema, session_id=f'sess-{run}'))
+        p | 'D' >> beam.Create(letters) | WriteDeadLetters(db.url, db.schema)
+        p.run().wait_until_finish()
+    assert db.count('processing_log') == 10
+    assert db.count('dead_letter') == 4
+    row = db.rows(f"SELECT status, stage, failure_reason, session_id FROM {db.q('processing_log')} "
+                  'WHERE app_id = 5')
+    assert len(row) == 1 and row[0][0] in ('success', 'failed')
+    t = parse_target(db.url)
+    conn = t.connect()
+    try:
+        ok = read_success_ids(conn, db.dialect, db.schema)
+    finally:
+        conn.close()
+    assert 5 not in ok or row[0][0] == 'success'
+    assert set(range(1, 11)) - {5} <= ok
+    if row[0][0] == 'failed':
+        assert len(row[0][2]) == 500 and row[0][1] == 'sink' and row[0][3] == 'sess-1'
+    payloads = sorted(r[0] for r in db.rows(f"SELECT payload FROM {db.q('dead_letter')}"))
+    assert payloads[0] == '<a>\u00e9</a>' and payloads[-1] == '<x/>'
