@@ -81,7 +81,13 @@ def _limits(args):
     from transforms.validate import Limits
     if args.max_depth > 256 or args.max_depth < 2:
         raise ConfigError('--max-depth must be between 2 and 256')
-    return Limits(max_doc_bytes=int(args.max_doc_mb * 1024 * 1024), max_depth=args.max_depth)
+    if not args.max_doc_mb > 0:
+        raise ConfigError('--max-doc-mb must be above 0')
+    if args.max_elements < 1 or args.max_attributes < 1 or args.max_parse_seconds < 0:
+        raise ConfigError('--max-elements and --max-attributes must be at least 1, --max-parse-seconds at least 0')
+    return Limits(max_doc_bytes=int(args.max_doc_mb * 1024 * 1024), max_depth=args.max_depth,
+                  max_elements=args.max_elements, max_attributes=args.max_attributes,
+                  max_parse_seconds=args.max_parse_seconds)
 
 
 def _read_options(args):
@@ -192,6 +198,37 @@ def _finish(summary, args):
     return 0
 
 
+class RunStopped(Exception):
+    """The job stopped (e.g. the database stayed down after retries): exit 1, the message scrubbed."""
+
+
+class _stops_clearly:
+    """Turn a failed pipeline run into one clear line without passwords or row values."""
+
+    def __init__(self, target_url):
+        self.target_url = target_url
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None or isinstance(exc, (ConfigError, KeyboardInterrupt)):
+            return False
+        from pipeline.db.targets import parse_target
+        text = str(exc)
+        for marker in ('SinkUnavailable:', 'SinkError:', 'TargetError:'):
+            if marker in text:
+                text = text[text.rindex(marker):]
+                break
+        first = next((ln for ln in text.strip().splitlines() if ln.strip()), type(exc).__name__)
+        try:
+            first = parse_target(self.target_url).scrub(first)
+        except Exception:
+            first = type(exc).__name__
+        raise RunStopped(f'the run stopped: {first[:400]}. Documents completed so far are in processing_log; '
+                         're-run the same command to resume.') from None
+
+
 def cmd_run(argv):
     ap = _common_options_parser('python -m pipeline run',
                                 'Migrate XML documents from a source into SQL tables, as the contract maps them.')
@@ -213,10 +250,11 @@ def cmd_run(argv):
     from pipeline.graph import build_pipeline
     from pipeline.summary import summarize
     dl_parts = _part_paths(args.dead_letter, len(source.chunks()))
-    summary = _run_chunked(source, lambda p, chunk: build_pipeline(
-        p, contract, chunk, target=args.target, sink=sink, parse_mode=args.parse_mode, limits=limits,
-        batch_size=args.batch_size, dead_letter_out=dl_parts.next(), session_id=session,
-        progress_s=args.progress_seconds), beam_args)
+    with _stops_clearly(args.target):
+        summary = _run_chunked(source, lambda p, chunk: build_pipeline(
+            p, contract, chunk, target=args.target, sink=sink, parse_mode=args.parse_mode, limits=limits,
+            batch_size=args.batch_size, dead_letter_out=dl_parts.next(), session_id=session,
+            progress_s=args.progress_seconds, resume=args.resume), beam_args)
     dl_parts.join()
     summary.extra.update({'session_id': session, 'source': source.describe(), 'target': sink.display})
     return _finish(summary, args)
@@ -256,12 +294,16 @@ def cmd_create_tables(argv):
     ap.add_argument('--schema', default=None, help='Schema to create them in (ignored by SQLite).')
     ap.add_argument('--dialect', default=None, choices=['sqlite', 'postgresql', 'mssql'],
                     help='Dialect when the ODBC driver name does not tell.')
+    ap.add_argument('--skip-tables', dest='skip_tables', default='',
+                    help='Comma-separated tables of the spec not to create (e.g. reference tables app_enums,'
+                         'app_campaign_cc); foreign keys to them are left out.')
     ap.add_argument('--print', dest='print_only', action='store_true', help='Print the DDL instead of running it.')
     args = ap.parse_args(argv)
     _setup_logging('INFO')
     from pipeline.db.plan import create_target_tables
+    skip = [t.strip() for t in args.skip_tables.split(',') if t.strip()]
     for stmt in create_target_tables(args.target, resolve_contract_path(args.tables), schema=args.schema,
-                                     dialect=args.dialect, execute=not args.print_only):
+                                     dialect=args.dialect, execute=not args.print_only, skip_tables=skip):
         if args.print_only:
             print(stmt.rstrip() + ';\n')
     return 0
@@ -299,3 +341,6 @@ def main(argv=None):
     except (ConfigError, TargetError) as e:
         print(f'error: {e}', file=sys.stderr)
         return EXIT_CONFIG
+    except RunStopped as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 1

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple, Optional
 
 import apache_beam as beam
 
+from transforms.dedupe import DedupeAppIds
 from transforms.map import MapFn
 from transforms.parse import ParseFn, ParseSpec
 from transforms.records import DEAD_LETTER_TAG, DeadLetter, Outcome
@@ -69,6 +70,31 @@ class RefetchPayloadFn(beam.DoFn):
                          payload=payload)
 
 
+class SkipDoneFn(beam.DoFn):
+    """Resume for sources that learn a document's app_id only from the XML (files): drop parsed documents that
+    the target's processing_log already has as success. The set is read once per worker."""
+
+    def __init__(self, target_url, schema, dialect=None):
+        self.target_url, self.schema, self.dialect = target_url, schema, dialect
+        self.skipped = beam.metrics.Metrics.counter('migration', 'docs_skipped_done_late')
+
+    def setup(self):
+        from pipeline.db.targets import parse_target
+        from transforms.sink import read_success_ids
+        target = parse_target(self.target_url, dialect=self.dialect)
+        conn = target.connect()
+        try:
+            self.done = read_success_ids(conn, target.dialect_name, self.schema)
+        finally:
+            conn.close()
+
+    def process(self, parsed):
+        if parsed.app_id in self.done:
+            self.skipped.inc()
+            return
+        yield parsed
+
+
 class CountOutcomesFn(beam.DoFn):
     def __init__(self):
         self.written = beam.metrics.Metrics.counter('migration', 'docs_written')
@@ -125,7 +151,8 @@ def _write_jsonl(pcoll, path, label):
 
 def build_pipeline(p, contract, source, *, target=None, sink=None, parse_mode='partial', limits=Limits(),
                    batch_size=200, rows_out: Optional[str] = None, status_out: Optional[str] = None,
-                   dead_letter_out: Optional[str] = None, session_id=None, progress_s=0.0) -> Outputs:
+                   dead_letter_out: Optional[str] = None, session_id=None, progress_s=0.0,
+                   resume=False) -> Outputs:
     """Build the migration graph on pipeline `p`.
 
     contract: a loaded `contracts.Contract`; source: a `pipeline.sources` source; target: a target URL (None for
@@ -133,7 +160,8 @@ def build_pipeline(p, contract, source, *, target=None, sink=None, parse_mode='p
     """
     from contracts import compile_contract
     compiled = compile_contract(contract)
-    spec = ParseSpec.from_contract(contract, compiled, mode=parse_mode, max_depth=limits.max_depth)
+    spec = ParseSpec.from_contract(contract, compiled, mode=parse_mode, max_depth=limits.max_depth,
+                                   max_seconds=getattr(limits, 'max_parse_seconds', 20.0))
 
     docs = p | 'Read' >> source.transform()
     if progress_s:
@@ -141,9 +169,13 @@ def build_pipeline(p, contract, source, *, target=None, sink=None, parse_mode='p
     v = docs | 'Validate' >> beam.ParDo(ValidateFn(limits, contract.root_element)).with_outputs(
         DEAD_LETTER_TAG, main='ok')
     pr = v.ok | 'Parse' >> beam.ParDo(ParseFn(spec)).with_outputs(DEAD_LETTER_TAG, main='ok')
-    m = pr.ok | 'Map' >> beam.ParDo(MapFn(contract.raw)).with_outputs(DEAD_LETTER_TAG, main='ok')
-    mapped = m.ok
-    early_dead = ((v[DEAD_LETTER_TAG], pr[DEAD_LETTER_TAG], m[DEAD_LETTER_TAG])
+    parsed = pr.ok
+    if resume and target is not None and getattr(source, 'kind', None) != 'table':
+        parsed = parsed | 'SkipDone' >> beam.ParDo(SkipDoneFn(target, sink.schema, sink.dialect))
+    m = parsed | 'Map' >> beam.ParDo(MapFn(contract.raw)).with_outputs(DEAD_LETTER_TAG, main='ok')
+    d = m.ok | 'DedupeAppIds' >> DedupeAppIds(source)    # a second document with the same app_id: dead letter
+    mapped = d.kept
+    early_dead = ((v[DEAD_LETTER_TAG], pr[DEAD_LETTER_TAG], m[DEAD_LETTER_TAG], d.dead_letters)
                   | 'EarlyDeadLetters' >> beam.Flatten())
 
     if target is not None:

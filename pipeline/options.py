@@ -6,6 +6,9 @@ DEFAULT_PARTITIONS = 8            # app_id partitions of a table source
 DEFAULT_FETCH_SIZE = 100          # rows per keyset page of a table source
 DEFAULT_MAX_DOC_MB = 16.0
 DEFAULT_MAX_DEPTH = 256
+DEFAULT_MAX_ELEMENTS = 500_000
+DEFAULT_MAX_ATTRIBUTES = 1_000
+DEFAULT_MAX_PARSE_SECONDS = 20.0
 DEFAULT_CHUNK_DOCS = 20000        # documents per pipeline run on local runners (bounded memory)
 
 
@@ -38,7 +41,7 @@ class MigrationOptions(PipelineOptions):
                        help='Table spec (JSON, like tables.json) used to create missing target tables with '
                             '--create-tables. Without it the target\'s own tables are introspected.')
         g.add_argument('--create-tables', dest='create_tables', action='store_true', default=False,
-                       help='Create missing target tables (from --tables) plus processing_log and dead_letter '
+                       help='Create the missing target tables this contract writes (from --tables; reference tables and FKs to them are left out) plus processing_log and dead_letter '
                             'before the run.')
 
         g = parser.add_argument_group('which documents')
@@ -80,6 +83,15 @@ class MigrationOptions(PipelineOptions):
                        help=f'Largest document accepted, in MB. Default {DEFAULT_MAX_DOC_MB:g}.')
         g.add_argument('--max-depth', dest='max_depth', type=int, default=DEFAULT_MAX_DEPTH,
                        help=f'Deepest element nesting accepted (at most 256). Default {DEFAULT_MAX_DEPTH}.')
+        g.add_argument('--max-elements', dest='max_elements', type=int, default=DEFAULT_MAX_ELEMENTS,
+                       help='Most tags (elements) in one document; bounds the memory of its tree. '
+                            f'Default {DEFAULT_MAX_ELEMENTS}.')
+        g.add_argument('--max-attributes', dest='max_attributes', type=int, default=DEFAULT_MAX_ATTRIBUTES,
+                       help=f'Most attributes on one element. Default {DEFAULT_MAX_ATTRIBUTES}.')
+        g.add_argument('--max-parse-seconds', dest='max_parse_seconds', type=float,
+                       default=DEFAULT_MAX_PARSE_SECONDS,
+                       help='Longest parse of one document, in seconds (checked every 16 KB; 0 turns it off). '
+                            f'Default {DEFAULT_MAX_PARSE_SECONDS:g}.')
 
         g = parser.add_argument_group('outputs and reporting')
         g.add_argument('--dead-letter', dest='dead_letter', default=None,

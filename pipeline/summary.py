@@ -81,9 +81,10 @@ class Summary:
 def summarize(result, elapsed_s) -> Summary:
     c = counters(result)
     m = c.get('migration', {})
-    s = Summary(read=m.get('docs_read', 0), written=m.get('docs_written', 0),
+    late = m.get('docs_skipped_done_late', 0)    # read, parsed, then found done in the ledger (file sources)
+    s = Summary(read=m.get('docs_read', 0) - late, written=m.get('docs_written', 0),
                 dead_lettered=m.get('docs_dead_lettered', 0), rows=m.get('rows_written', 0),
-                elapsed_s=elapsed_s, skipped=m.get('docs_skipped_done', 0))
+                elapsed_s=elapsed_s, skipped=m.get('docs_skipped_done', 0) + late)
     s.extra['dead_lettered_by_stage'] = dict(sorted(c.get('dead_letter_stage', {}).items()))
     s.extra['counters'] = {ns: dict(sorted(v.items())) for ns, v in sorted(c.items())}
     return s

@@ -13,6 +13,7 @@ the stop element is not detected in this mode (use `full` for the existing syste
 Pure core: `parse_document(doc, spec) -> ParsedDoc`, raising `StageError`. Beam wrapper: `ParseFn`.
 """
 import logging
+import time
 from typing import NamedTuple, Optional, Tuple
 
 import apache_beam as beam
@@ -42,13 +43,14 @@ class ParseSpec(NamedTuple):
     stop_after_path: Optional[str] = None   # partial parsing stops when this element closes
     mode: str = 'partial'                   # partial | full
     max_depth: int = 256
+    max_seconds: float = 20.0               # wall time of one document's parse, checked between 16 KB chunks
 
     @classmethod
-    def from_contract(cls, contract, compiled=None, mode='partial', max_depth=256):
+    def from_contract(cls, contract, compiled=None, mode='partial', max_depth=256, max_seconds=20.0):
         stop = getattr(compiled, 'stop_after_path', None) if compiled is not None else None
         return cls(root_element=contract.root_element, application_path=contract.application_path,
                    app_id_source=tuple(contract.app_id_source), stop_after_path=stop, mode=mode,
-                   max_depth=max_depth)
+                   max_depth=max_depth, max_seconds=max_seconds)
 
 
 class ParsedDoc:
@@ -74,11 +76,31 @@ def _rel_steps(path):
     return [s for s in path.strip('/').split('/') if s]
 
 
-def _full_parse(data):
-    return etree.fromstring(data, hardened_parser())
+class _Clock:
+    """The parse's time budget, checked between chunks (libxml2 cannot be interrupted inside one)."""
+
+    def __init__(self, max_seconds):
+        self.max_seconds = max_seconds
+        self.deadline = time.monotonic() + max_seconds if max_seconds and max_seconds > 0 else None
+
+    def check(self):
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise StageError(STAGE, f'parsing took longer than {self.max_seconds:g} s (--max-parse-seconds)')
 
 
-def _partial_parse(data, stop_path):
+def _full_parse(data, clock=None):
+    """The whole document, fed in chunks so that the time budget is checked as it goes."""
+    if clock is None or len(data) <= CHUNK:
+        return etree.fromstring(data, hardened_parser())
+    parser = hardened_parser()
+    view = memoryview(data)
+    for off in range(0, len(data), CHUNK):
+        parser.feed(bytes(view[off:off + CHUNK]))
+        clock.check()
+    return parser.close()
+
+
+def _partial_parse(data, stop_path, clock=None):
     """Parse until the element at `stop_path` has closed; return the root of the (partial) tree."""
     steps = _rel_steps(stop_path)
     parser = etree.XMLPullParser(events=('end',), tag=steps[-1], **PARSER_OPTIONS)
@@ -109,6 +131,8 @@ def _partial_parse(data, stop_path):
         root = stop_root()
         if root is not None:
             return root
+        if clock is not None:
+            clock.check()
     return parser.close()   # stop element absent: the whole document was read; close() checks it
 
 
@@ -126,29 +150,46 @@ def _find(root, path):
 
 
 def _depth_ok(root, max_depth):
-    # libxml2 refuses nesting over 256 without huge_tree; a lower configured limit is checked here.
+    # libxml2 refuses nesting over 256 without huge_tree; a lower configured limit is checked here, in one walk.
     if max_depth >= 256:
         return True
-    for el in root.iter():
-        d, node = 0, el
-        while node is not None:
-            d += 1
-            if d > max_depth:
-                return False
-            node = node.getparent()
+    depth = 0
+    for event, _ in etree.iterwalk(root, events=('start', 'end')):
+        depth += 1 if event == 'start' else -1
+        if depth > max_depth:
+            return False
     return True
+
+
+# libxml2's resource-limit messages, turned into reasons that name the option a user can change.
+_LIBXML_LIMITS = (
+    ('excessive depth', 'document nests deeper than 256 levels (--max-depth; libxml2\'s limit)'),
+    ('buffer size limit', 'a single tag, name or text is over libxml2\'s 10 MB limit'),
+    ('huge input lookup', 'a single tag, name or text is over libxml2\'s 10 MB limit'),
+    ('xml_parse_huge', 'the document exceeds a libxml2 safety limit (size of a node or nesting)'),
+    ('amplification', 'entity amplification detected'),
+)
+
+
+def _syntax_reason(e):
+    msg = str(e.msg if getattr(e, 'msg', None) else e)
+    low = msg.lower()
+    for needle, reason in _LIBXML_LIMITS:
+        if needle in low:
+            return reason
+    return f'not well-formed XML: {msg[:200]}'
 
 
 def parse_document(doc: Doc, spec: ParseSpec) -> ParsedDoc:
     data = doc.xml if isinstance(doc.xml, bytes) else str(doc.xml).encode('utf-8')
+    clock = _Clock(getattr(spec, 'max_seconds', 0))
     try:
         if spec.mode == 'partial' and spec.stop_after_path:
-            root = _partial_parse(data, spec.stop_after_path)
+            root = _partial_parse(data, spec.stop_after_path, clock)
         else:
-            root = _full_parse(data)
+            root = _full_parse(data, clock)
     except etree.XMLSyntaxError as e:
-        msg = str(e.msg if hasattr(e, 'msg') and e.msg else e)
-        raise StageError(STAGE, f'not well-formed XML: {msg[:200]}')
+        raise StageError(STAGE, _syntax_reason(e))
     if root is None:
         raise StageError(STAGE, 'not well-formed XML: no root element')
     if not isinstance(root.tag, str) or root.tag != spec.root_element:
@@ -161,7 +202,8 @@ def parse_document(doc: Doc, spec: ParseSpec) -> ParsedDoc:
     raw = None if holder is None else (holder.get(id_attr) or holder.get(id_attr.lower()))
     app_id = parse_app_id(raw, where=f'{id_path}/@{id_attr}')
     if doc.app_id is not None and doc.app_id != app_id:
-        raise StageError('validation', f'source app_id {doc.app_id} differs from the document\'s {app_id}')
+        raise StageError('validation', f'source app_id {doc.app_id} differs from the document\'s {app_id}',
+                         app_id=doc.app_id)
     # The application element of this product line must be there.
     if _find(root, spec.application_path) is None:
         steps = _rel_steps(spec.application_path)
@@ -171,8 +213,9 @@ def parse_document(doc: Doc, spec: ParseSpec) -> ParsedDoc:
             if parent is not None else []
         if others:
             raise StageError('validation', f'wrong product line: found <{others[0]}>, '
-                                           f'the contract expects <{steps[-1]}>')
-        raise StageError('validation', f'missing required application element {spec.application_path}')
+                                           f'the contract expects <{steps[-1]}>', app_id=app_id)
+        raise StageError('validation', f'missing required application element {spec.application_path}',
+                         app_id=app_id)
     return ParsedDoc(doc.source, app_id, root, data, doc.original)
 
 
@@ -189,7 +232,7 @@ class ParseFn(beam.DoFn):
         except StageError as e:
             self.failed.inc()
             log.info('dead letter: source=%s stage=%s reason=%s', doc.source, e.stage, e.reason)
-            yield dead_letter(doc, e.stage, e.reason)
+            yield dead_letter(doc, e.stage, e.reason, app_id=e.app_id)
         except Exception as e:
             self.failed.inc()
             reason = internal_reason(e)

@@ -30,27 +30,35 @@ def target_schema(target, contract_schema):
     return None if target.dialect_name == 'sqlite' else contract_schema
 
 
-def create_target_tables(target_url, tables_spec, schema=None, dialect=None, execute=True):
-    """Create the tables of a spec plus processing_log and dead_letter (idempotent). Returns the statements."""
+def create_target_tables(target_url, tables_spec, schema=None, dialect=None, execute=True, skip_tables=(),
+                         only_tables=None):
+    """Create the tables of a spec plus processing_log and dead_letter (idempotent). Returns the statements.
+    `skip_tables` (or everything not in `only_tables`) is not created, and FKs to those tables are left out."""
     from pipeline.db.ddl import create_tables, ddl_statements
     from pipeline.db.meta import load_table_spec
     target = parse_target(target_url, dialect=dialect)
     spec = tables_spec if tables_spec is not None else {'tables': {}}
     try:
-        load_table_spec(spec)
+        names = list(load_table_spec(spec))
     except (MetaError, OSError, ValueError) as e:
         raise TargetError(f'bad table spec {tables_spec}: {e}') from None
+    skip = set(skip_tables)
+    if only_tables is not None:
+        keep = set(only_tables) | set(PROJECT_TABLES)
+        skip |= {t for t in names if t not in keep}
     if not execute:
-        return ddl_statements(spec, target.dialect_name, schema=target_schema(target, schema))
-    return create_tables(target, spec, schema=target_schema(target, schema))
+        return ddl_statements(spec, target.dialect_name, schema=target_schema(target, schema), skip_tables=skip)
+    return create_tables(target, spec, schema=target_schema(target, schema), skip_tables=skip)
 
 
 def prepare_sink(target_url, contract, tables_spec=None, create=False, dialect=None) -> SinkPlan:
     target = parse_target(target_url, dialect=dialect)
     schema = target_schema(target, contract.target_schema)
-    if create:
-        create_target_tables(target_url, tables_spec, schema=schema, dialect=dialect)
     written = [t for t in contract.table_order if t not in PROJECT_TABLES]
+    if create:
+        # Only the tables this contract writes: reference tables (enums, campaigns) are not the tool's to fill,
+        # and FKs to them are left out.
+        create_target_tables(target_url, tables_spec, schema=schema, dialect=dialect, only_tables=written)
     conn = target.connect()
     try:
         try:

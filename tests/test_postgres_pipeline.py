@@ -1,0 +1,196 @@
+"""The whole pipeline into a real PostgreSQL server through pyodbc + psqlODBC (CI starts it; XMLSQL_TEST_PG).
+
+The existing system's CC corpus (../shared/seed-corpus) with its own contract and tables.json: row counts per
+table equal its expected rows; a re-run writes nothing new; a run whose connections are killed midway completes
+by retry or by a re-run, with no duplicate and no lost document. Also the project's own generated data."""
+import collections
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+from pipeline.cli import main as cli
+from pipeline.generate import write_sqlite_source
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CORPUS = os.path.join(os.path.dirname(ROOT), 'shared', 'seed-corpus', 'cc')
+PG = os.environ.get('XMLSQL_TEST_PG')
+SUMMARY = re.compile(r'^SUMMARY read=(\d+) written=(\d+) dead_lettered=(\d+) rows=(\d+) docs_per_min=([\d.]+)$',
+                     re.M)
+
+pytestmark = [pytest.mark.postgres,
+              pytest.mark.skipif(not PG, reason='XMLSQL_TEST_PG is not set: no PostgreSQL server for these tests '
+                                                '(.ci/run starts one)')]
+needs_corpus = pytest.mark.skipif(not os.path.isdir(CORPUS),
+                                  reason=f'the existing system\'s corpus is not at {CORPUS}')
+
+
+def pg_conn():
+    import pyodbc
+    return pyodbc.connect(PG[len('odbc:'):], autocommit=True)
+
+
+def summary_of(out):
+    m = SUMMARY.search(out)
+    assert m, f'no SUMMARY line in: {out[-3000:]}'
+    read, written, dead, rows = map(int, m.groups()[:4])
+    assert read == written + dead, out[-500:]
+    return dict(read=read, written=written, dead=dead, rows=rows)
+
+
+def run(capsys, *args):
+    rc = cli(['run', *args])
+    out = capsys.readouterr().out
+    return rc, summary_of(out)
+
+
+@pytest.fixture
+def schema():
+    name = 'it_' + uuid.uuid4().hex[:10]
+    conn = pg_conn()
+    conn.execute(f'CREATE SCHEMA {name}')
+    conn.close()
+    yield name
+    conn = pg_conn()      # a fresh one: the test may have terminated every backend
+    conn.execute(f'DROP SCHEMA {name} CASCADE')
+    conn.close()
+
+
+def table_counts(schema, tables):
+    conn = pg_conn()
+    try:
+        return {t: conn.execute(f'SELECT COUNT(*) FROM {schema}.{t}').fetchone()[0] for t in tables}
+    finally:
+        conn.close()
+
+
+def cc_contract(tmp_path, schema):
+    """The CC contract as it is, but writing into this test's own schema (a temp file, not a copy in the repo)."""
+    c = json.load(open(os.path.join(CORPUS, 'contract.json')))
+    c['target_schema'] = schema
+    path = tmp_path / 'contract.json'
+    path.write_text(json.dumps(c))
+    return str(path), c
+
+
+def expected_counts(contract):
+    """Rows per table the existing system produced for the corpus, one per primary key."""
+    spec = json.load(open(os.path.join(CORPUS, 'tables.json')))['tables']
+    keys = collections.defaultdict(set)
+    for line in open(os.path.join(CORPUS, 'expected-rows.jsonl')):
+        r = json.loads(line)
+        t = r['table']
+        if t == 'processing_log':
+            continue
+        keys[t].add(tuple(r['row'].get(c) for c in spec[t]['primary_key']))
+    return {t: len(v) for t, v in keys.items()}
+
+
+@needs_corpus
+def test_cc_corpus_into_postgres_counts_rerun_and_resume(tmp_path, capsys, schema):
+    contract_path, contract = cc_contract(tmp_path, schema)
+    expected = expected_counts(contract)
+    tables = sorted(expected)
+    common = ['--contract', contract_path, '--source', os.path.join(CORPUS, 'xml'), '--target', PG]
+    rc, s = run(capsys, *common, '--tables', os.path.join(CORPUS, 'tables.json'), '--create-tables',
+                '--batch-size', '50')
+    assert rc == 0
+    assert (s['read'], s['written'], s['dead']) == (165, 163, 2)
+    assert table_counts(schema, tables) == expected
+    conn = pg_conn()
+    dead = conn.execute(f'SELECT source, stage, reason, length(payload) FROM {schema}.dead_letter '
+                        'ORDER BY source').fetchall()
+    assert [d[0] for d in dead] == ['bloat.xml', 'sample-source-xml-wrong-schema--600000.xml']
+    assert 'wrong root element <Journals>' in dead[0][2]
+    assert 'wrong product line' in dead[1][2]
+    assert all(d[3] > 1000 for d in dead)      # the original document is kept
+    log = conn.execute(f'SELECT status, COUNT(*), COUNT(DISTINCT app_id) FROM {schema}.processing_log '
+                       'GROUP BY status ORDER BY status').fetchall()
+    assert [tuple(r) for r in log] == [('failed', 1, 1), ('success', 163, 163)]   # bloat.xml has no app_id
+    conn.close()
+
+    # Again, resuming: the 163 successes are skipped, the 2 failures are tried again and fail again.
+    rc, s = run(capsys, *common)
+    assert rc == 0 and (s['read'], s['written'], s['dead']) == (2, 0, 2)
+    assert table_counts(schema, tables) == expected
+    # Again, everything: upserts, nothing new.
+    rc, s = run(capsys, *common, '--no-resume', '--batch-size', '7')
+    assert rc == 0 and (s['read'], s['written'], s['dead']) == (165, 163, 2)
+    assert table_counts(schema, tables) == expected
+
+
+@needs_corpus
+def test_run_with_connections_killed_midway_completes_without_duplicates(tmp_path, schema):
+    contract_path, contract = cc_contract(tmp_path, schema)
+    expected = expected_counts(contract)
+    cmd = [sys.executable, '-m', 'pipeline', 'run', '--contract', contract_path, '--source',
+           os.path.join(CORPUS, 'xml'), '--target', PG, '--tables', os.path.join(CORPUS, 'tables.json'),
+           '--create-tables', '--batch-size', '5']
+    stop, kills = threading.Event(), []
+
+    def killer():
+        conn = pg_conn()
+        time.sleep(1.0)
+        while not stop.is_set():
+            rows = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                                "datname = current_database() AND pid <> pg_backend_pid() AND "
+                                "backend_type = 'client backend'").fetchall()
+            kills.append(sum(1 for r in rows if r[0]))
+            time.sleep(0.4)
+        conn.close()
+
+    outcomes = []
+    for attempt in range(3):
+        t = threading.Thread(target=killer, daemon=True)
+        if attempt == 0:
+            t.start()
+        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        stop.set()
+        if attempt == 0:
+            t.join()
+        assert 'Pwd=' not in p.stderr and 'xmlsql-test-pw' not in p.stderr + p.stdout
+        outcomes.append(p.returncode)
+        if p.returncode == 0:
+            s = summary_of(p.stdout)
+            break
+        stop.clear()
+    print(f'connections terminated: {sum(kills)}; run exit codes: {outcomes}')
+    assert sum(kills) > 0, 'the killer never found a connection to terminate'
+    assert outcomes[-1] == 0, f'the job did not complete after {len(outcomes)} runs: {p.stderr[-2000:]}'
+    assert table_counts(schema, sorted(expected)) == expected
+    conn = pg_conn()
+    n, distinct = conn.execute(f'SELECT COUNT(*), COUNT(DISTINCT app_id) FROM {schema}.processing_log').fetchone()
+    assert n == distinct == 164
+    conn.close()
+
+
+def test_generated_documents_into_postgres(tmp_path, capsys, schema):
+    db = str(tmp_path / 'src.db')
+    write_sqlite_source(db, 150, seed=5)
+    c = json.load(open(os.path.join(ROOT, 'contracts', 'samples', 'credit_app.json')))
+    c['target_schema'] = schema
+    (tmp_path / 'c.json').write_text(json.dumps(c))
+    common = ['--contract', str(tmp_path / 'c.json'), '--source', f'sqlite:///{db}', '--target', PG]
+    rc, s = run(capsys, *common, '--tables', 'credit_app_tables', '--create-tables', '--partitions', '3')
+    assert rc == 0 and s['read'] == 150 and s['written'] > 140
+    # Same rows as the same documents into SQLite.
+    sqlite_target = str(tmp_path / 't.db')
+    rc, s2 = run(capsys, '--contract', 'credit_app', '--source', f'sqlite:///{db}', '--target',
+                 f'sqlite:///{sqlite_target}', '--tables', 'credit_app_tables', '--create-tables')
+    assert rc == 0 and (s2['written'], s2['dead'], s2['rows']) == (s['written'], s['dead'], s['rows'])
+    import sqlite3
+    lite = sqlite3.connect(sqlite_target)
+    conn = pg_conn()
+    for table, cols in [('app_contact_base', 'con_id, app_id, first_name, birth_date'),
+                        ('app_contact_address', 'con_id, address_type_enum, zip, city'),
+                        ('scores', 'app_id, score_identifier, score')]:
+        a = sorted(tuple(str(v)[:10] for v in r) for r in lite.execute(f'SELECT {cols} FROM {table}'))
+        b = sorted(tuple(str(v)[:10] for v in r) for r in conn.execute(f'SELECT {cols} FROM {schema}.{table}'))
+        assert a == b and a, table
+    conn.close()
