@@ -164,3 +164,38 @@ def test_configuration_errors_are_one_line_and_exit_2(tmp_path, capsys):
     rc = cli(['run', '--contract', 'credit_app', '--source', str(tmp_path), '--target', f'sqlite:///{tmp_path}/u.db'])
     err = capsys.readouterr().err
     assert rc == 2 and 'create-tables' in err
+
+
+def test_document_failing_in_a_later_tier_leaves_no_rows_behind(tmp_path, capsys):
+    """app_base is written in tier 0; a contact whose con_id belongs to another application fails the document
+    in tier 1. Its app_base (and every other) row must be gone and the document dead-lettered with the reason."""
+    docs = [(a, x) for a, x in generate_documents(40, seed=4, broken_fraction=0.0)]
+    ids = re.compile(r'con_id="(\d+)"')
+    first = next((a, x) for a, x in docs if ids.search(x))
+    second = next((a, x) for a, x in docs if a != first[0] and ids.search(x))
+    owned = ids.search(first[1]).group(1)
+    stolen = ids.sub(f'con_id="{owned}"', second[1])
+    (tmp_path / 'a').mkdir()
+    (tmp_path / 'b').mkdir()
+    (tmp_path / 'a' / 'first.xml').write_text(first[1])
+    (tmp_path / 'b' / 'second.xml').write_text(stolen)
+    db = f'sqlite:///{tmp_path}/t.db'
+    rc, s = run_cli(capsys, 'run', '--contract', 'credit_app', '--source', str(tmp_path / 'a'), '--target', db,
+                    '--tables', 'credit_app_tables', '--create-tables')
+    assert rc == 0 and s['written'] == 1
+    rc, s = run_cli(capsys, 'run', '--contract', 'credit_app', '--source', str(tmp_path / 'b'), '--target', db,
+                    '--summary-json', str(tmp_path / 's.json'))
+    assert rc == 0 and (s['read'], s['written'], s['dead']) == (1, 0, 1)
+    # Its tier-0 rows had been committed, and were removed.
+    assert json.load(open(tmp_path / 's.json'))['counters']['sink']['partial_rows_removed'] >= 1
+    conn = sqlite3.connect(f'{tmp_path}/t.db')
+    for t in TABLES:
+        cols = [r[1] for r in conn.execute(f'PRAGMA table_info({t})')]
+        if 'app_id' in cols:
+            assert conn.execute(f'SELECT COUNT(*) FROM {t} WHERE app_id = ?', (second[0],)).fetchone()[0] == 0, t
+    assert conn.execute('SELECT app_id FROM app_contact_base WHERE con_id = ?', (int(owned),)).fetchone()[0] \
+        == first[0]
+    stage, reason, payload = conn.execute('SELECT stage, reason, payload FROM dead_letter WHERE app_id = ?',
+                                          (second[0],)).fetchone()
+    assert stage == 'sink' and f'already belongs to app_id {first[0]}' in reason and payload == stolen
+    assert conn.execute('SELECT status FROM processing_log WHERE app_id = ?', (second[0],)).fetchone()[0] == 'failed'

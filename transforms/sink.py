@@ -476,9 +476,70 @@ class WriteToSql(beam.PTransform):
             return summary | 'Outcomes' >> beam.Map(lambda kv: Outcome(kv[1][0], kv[1][1], 'success', None, None,
                                                                         kv[1][2]))
         all_failed = (failed[0] if len(failed) == 1 else tuple(failed) | 'AllFailures' >> beam.Flatten())
-        return ({'doc': summary, 'failed': all_failed | 'KeyFailed' >> beam.Map(lambda f: (_norm(f[0]), f))}
-                | 'JoinOutcomes' >> beam.CoGroupByKey()
-                | 'Outcomes' >> beam.FlatMap(_outcomes))
+        outcomes = ({'doc': summary, 'failed': all_failed | 'KeyFailed' >> beam.Map(lambda f: (_norm(f[0]), f))}
+                    | 'JoinOutcomes' >> beam.CoGroupByKey()
+                    | 'Outcomes' >> beam.FlatMap(_outcomes))
+        # A document that failed in a later tier may have rows committed in earlier ones: remove them, so that a
+        # dead-lettered document leaves nothing half-written behind. The failed outcomes pass through.
+        failed_docs = outcomes | 'SinkFailed' >> beam.Filter(lambda o: o.status != 'success')
+        ok_docs = outcomes | 'SinkOk' >> beam.Filter(lambda o: o.status == 'success')
+        cleaned = failed_docs | 'RemovePartialRows' >> beam.ParDo(
+            _CompensateFn(self.target_url, {t: self.metas[t] for t in written}, self.tiers, self.dialect,
+                          self.retry))
+        return (ok_docs, cleaned) | 'FinalOutcomes' >> beam.Flatten()
+
+
+def delete_plan(metas: Dict[str, TableMeta], tiers: Sequence[Sequence[str]], dialect) -> List[Tuple[str, str]]:
+    """(table, DELETE statement with one '?' for an app_id) for every written table, children first. A table
+    without an app_id column is reached through a single-column FK to a table that has one."""
+    d = get_dialect(dialect)
+    plan = []
+    for tier in reversed([list(t) for t in tiers]):
+        for t in reversed(tier):
+            m = metas[t]
+            q = d.qualify(m.name, m.schema)
+            if m.column('app_id') is not None:
+                plan.append((t, f'DELETE FROM {q} WHERE {d.quote("app_id")} = ?'))
+                continue
+            for fk in m.foreign_keys:
+                parent = metas.get(fk.references) or next(
+                    (pm for pn, pm in metas.items() if pn.lower() == fk.references.lower()), None)
+                if parent is not None and parent.column('app_id') is not None and len(fk.columns) == 1:
+                    pq = d.qualify(parent.name, parent.schema)
+                    plan.append((t, f'DELETE FROM {q} WHERE {d.quote(fk.columns[0])} IN (SELECT '
+                                    f'{d.quote(fk.ref_columns[0])} FROM {pq} WHERE {d.quote("app_id")} = ?)'))
+                    break
+            else:
+                log.warning('partial rows of failed documents cannot be removed from %s: no app_id column and '
+                            'no single-column FK to a table with one', t)
+    return plan
+
+
+class _CompensateFn(_ConnPerBundleFn):
+    """Delete every row of a sink-failed document (children first), in one transaction per document."""
+
+    def __init__(self, target_url, metas, tiers, dialect=None, retry: RetryPolicy = RetryPolicy()):
+        super().__init__(target_url, dialect, retry)
+        self.metas, self.tiers = metas, [list(t) for t in tiers]
+        self.c_removed = Metrics.counter(METRICS_NAMESPACE, 'partial_rows_removed')
+
+    def setup(self):
+        super().setup()
+        self.plan = delete_plan(self.metas, self.tiers, self.target.dialect_name)
+
+    def process(self, o: Outcome):
+        if o.app_id is not None and self.plan:
+            def delete(cur):
+                n = 0
+                for _, sql in self.plan:
+                    cur.execute(sql, (o.app_id,))
+                    n += max(cur.rowcount or 0, 0)
+                return n
+            removed = self._writer().run(delete)
+            if removed:
+                self.c_removed.inc(removed)
+                log.info('removed %d partial rows of failed app_id %s', removed, o.app_id)
+        yield o
 
 
 def _failure_for(source, failures):
