@@ -119,6 +119,14 @@ def _make_source(args, contract, target_url=None, schema=None):
         raise ConfigError(str(e)) from None
 
 
+def _failures_dir(args):
+    """Where the failed documents' ids and reasons go for --metrics-json (local runners share this disk)."""
+    if not getattr(args, 'metrics_json', None):
+        return None
+    import tempfile
+    return tempfile.mkdtemp(prefix='xmlsql-failures-')
+
+
 class _part_paths:
     """One output file written by several chunked runs: each run writes a part, joined at the end."""
 
@@ -165,15 +173,16 @@ def _run_pipeline(build, beam_args):
     return result, time.monotonic() - t0
 
 
-def _run_chunked(source, build, beam_args):
-    """Run `build(p, chunk_source)` once per chunk of the source; one Summary over all of them, with a
-    progress line (documents done / total, rate, ETA) after each chunk."""
+def _run_chunked(source, build, beam_args, failures_dir=None):
+    """Run `build(p, chunk_source, failures_path)` once per chunk of the source; one Summary over all of them,
+    with a progress line (documents done / total, rate, ETA) after each chunk."""
     from pipeline.summary import Summary, summarize
     chunks = source.chunks()
     total = Summary(0, 0, 0, 0, 0.0)
     expected = source.expected
     for i, chunk in enumerate(chunks, 1):
-        result, elapsed = _run_pipeline(lambda p: build(p, chunk), beam_args)
+        fpath = os.path.join(failures_dir, f'failures-{i:05d}.jsonl') if failures_dir else None
+        result, elapsed = _run_pipeline(lambda p: build(p, chunk, fpath), beam_args)
         s = summarize(result, elapsed)
         total = total.merge(s)
         if len(chunks) > 1:
@@ -186,11 +195,15 @@ def _run_chunked(source, build, beam_args):
     return total
 
 
-def _finish(summary, args):
+def _finish(summary, args, failures_dir=None):
     print(summary.line(), flush=True)
     summary.write_json(args.summary_json)
     if getattr(args, 'metrics_json', None):
-        summary.write_json(args.metrics_json)
+        from pipeline.summary import write_metrics_json
+        write_metrics_json(summary, args.metrics_json, failures_dir)
+    if failures_dir:
+        import shutil
+        shutil.rmtree(failures_dir, ignore_errors=True)
     if not summary.balanced:
         print(f'ERROR: read={summary.read} but written + dead_lettered = '
               f'{summary.written + summary.dead_lettered}: documents are unaccounted for', file=sys.stderr)
@@ -250,14 +263,15 @@ def cmd_run(argv):
     from pipeline.graph import build_pipeline
     from pipeline.summary import summarize
     dl_parts = _part_paths(args.dead_letter, len(source.chunks()))
+    fdir = _failures_dir(args)
     with _stops_clearly(args.target):
-        summary = _run_chunked(source, lambda p, chunk: build_pipeline(
+        summary = _run_chunked(source, lambda p, chunk, fpath: build_pipeline(
             p, contract, chunk, target=args.target, sink=sink, parse_mode=args.parse_mode, limits=limits,
             batch_size=args.batch_size, dead_letter_out=dl_parts.next(), session_id=session,
-            progress_s=args.progress_seconds, resume=args.resume), beam_args)
+            progress_s=args.progress_seconds, resume=args.resume, failures_out=fpath), beam_args, fdir)
     dl_parts.join()
     summary.extra.update({'session_id': session, 'source': source.describe(), 'target': sink.display})
-    return _finish(summary, args)
+    return _finish(summary, args, fdir)
 
 
 def cmd_map(argv):
@@ -277,12 +291,14 @@ def cmd_map(argv):
     from pipeline.summary import summarize
     n = len(source.chunks())
     rows, status, dl = _part_paths(args.output, n), _part_paths(args.status, n), _part_paths(args.dead_letter, n)
-    summary = _run_chunked(source, lambda p, chunk: build_pipeline(
+    fdir = _failures_dir(args)
+    summary = _run_chunked(source, lambda p, chunk, fpath: build_pipeline(
         p, contract, chunk, parse_mode=args.parse_mode, limits=_limits(args), rows_out=rows.next(),
-        status_out=status.next(), dead_letter_out=dl.next(), progress_s=args.progress_seconds), beam_args)
+        status_out=status.next(), dead_letter_out=dl.next(), progress_s=args.progress_seconds,
+        failures_out=fpath), beam_args, fdir)
     for parts in (rows, status, dl):
         parts.join()
-    return _finish(summary, args)
+    return _finish(summary, args, fdir)
 
 
 def cmd_create_tables(argv):

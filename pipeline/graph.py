@@ -145,6 +145,11 @@ def dead_letter_line(d: DeadLetter):
     return dumps(d._asdict())
 
 
+def failure_line(o: Outcome):
+    """A failed outcome for the operator's metrics file: ids, stage, reason; never the payload."""
+    return dumps({'source': o.source, 'app_id': o.app_id, 'stage': o.stage, 'reason': o.reason})
+
+
 def _write_jsonl(pcoll, path, label):
     return pcoll | label >> beam.io.WriteToText(path, num_shards=1, shard_name_template='')
 
@@ -152,7 +157,7 @@ def _write_jsonl(pcoll, path, label):
 def build_pipeline(p, contract, source, *, target=None, sink=None, parse_mode='partial', limits=Limits(),
                    batch_size=200, rows_out: Optional[str] = None, status_out: Optional[str] = None,
                    dead_letter_out: Optional[str] = None, session_id=None, progress_s=0.0,
-                   resume=False) -> Outputs:
+                   resume=False, failures_out: Optional[str] = None) -> Outputs:
     """Build the migration graph on pipeline `p`.
 
     contract: a loaded `contracts.Contract`; source: a `pipeline.sources` source; target: a target URL (None for
@@ -204,6 +209,9 @@ def build_pipeline(p, contract, source, *, target=None, sink=None, parse_mode='p
 
     if status_out:
         _write_jsonl(counted | 'StatusLines' >> beam.Map(status_line), status_out, 'WriteStatus')
+    if failures_out:
+        _write_jsonl(counted | 'Failed' >> beam.Filter(lambda o: o.status != 'success')
+                     | 'FailureLines' >> beam.Map(failure_line), failures_out, 'WriteFailures')
     if dead_letter_out:
         _write_jsonl(dead | 'DeadLetterLines' >> beam.Map(dead_letter_line), dead_letter_out, 'WriteDeadLetterJsonl')
     return Outputs(docs=docs, mapped=mapped, dead_letters=dead, outcomes=counted)

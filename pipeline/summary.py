@@ -88,3 +88,48 @@ def summarize(result, elapsed_s) -> Summary:
     s.extra['dead_lettered_by_stage'] = dict(sorted(c.get('dead_letter_stage', {}).items()))
     s.extra['counters'] = {ns: dict(sorted(v.items())) for ns, v in sorted(c.items())}
     return s
+
+
+MAX_FAILED_LISTED = 100000
+
+
+def _reason_class(reason):
+    """A reason with its ids and numbers folded, so that reasons can be counted ('con_id N already belongs')."""
+    import re
+    return re.sub(r'\d+', 'N', (reason or '').split('\n')[0])[:120]
+
+
+def write_metrics_json(summary: Summary, path, failures_dir=None):
+    """Everything an operator needs after a run: counts by stage and reason, rows per table, the failed
+    documents (ids, stage, reason; never their contents), elapsed, docs/min, time per stage."""
+    import glob
+    import os
+    failed, by_reason, total_failed = [], {}, 0
+    for fp in sorted(glob.glob(os.path.join(failures_dir, '*'))) if failures_dir else []:
+        with open(fp, encoding='utf-8') as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                rec = json.loads(line)
+                total_failed += 1
+                key = rec.get('stage') or 'unknown'
+                by_reason.setdefault(key, {})
+                rc = _reason_class(rec.get('reason'))
+                by_reason[key][rc] = by_reason[key].get(rc, 0) + 1
+                if len(failed) < MAX_FAILED_LISTED:
+                    failed.append(rec)
+    c = summary.extra.get('counters', {})
+    stage_us = c.get('stage_time_us', {})
+    d = summary.as_dict()
+    d.pop('counters', None)
+    d.update({
+        'dead_lettered_by_stage_and_reason': by_reason,
+        'rows_by_table': dict(sorted(c.get('rows_by_table', {}).items())),
+        'stage_cpu_seconds': {k: round(v / 1e6, 3) for k, v in sorted(stage_us.items())},
+        'failed': failed,
+        'failed_listed': len(failed),
+        'failed_total_in_files': total_failed if failures_dir else None,
+        'counters': c,
+    })
+    with open(path, 'w', encoding='utf-8') as f:
+        json.dump(d, f, indent=2, sort_keys=True, default=str)

@@ -68,7 +68,7 @@ def test_run_writes_every_document_or_dead_letters_it(migrated, capsys):
     rc, s = run_cli(capsys, 'run', '--contract', 'credit_app', '--source', f'sqlite:///{db}',
                     '--target', f'sqlite:///{db}', '--tables', 'credit_app_tables', '--create-tables',
                     '--dead-letter', str(d / 'dl.jsonl'), '--summary-json', str(d / 'summary.json'),
-                    '--batch-size', '16')
+                    '--metrics-json', str(d / 'metrics.json'), '--batch-size', '16')
     assert rc == 0
     good = good_documents()
     assert s['read'] == N_DOCS
@@ -93,6 +93,14 @@ def test_run_writes_every_document_or_dead_letters_it(migrated, capsys):
         assert payload == originals[sid]
     lines = [json.loads(x) for x in open(d / 'dl.jsonl')]
     assert sorted(x['source'] for x in lines) == sorted(r[0] for r in dead)
+    # The operator's metrics: every failed document with stage and reason (no payload), rows per table.
+    metrics = json.load(open(d / 'metrics.json'))
+    assert sorted((f['source'], f['stage'], f['reason']) for f in metrics['failed']) == \
+        sorted((r[0], r[2], r[3]) for r in dead)
+    assert all('payload' not in f for f in metrics['failed'])
+    assert sum(sum(v.values()) for v in metrics['dead_lettered_by_stage_and_reason'].values()) == s['dead']
+    assert metrics['rows_by_table'] == {t: n for t, n in counts(db).items() if n}
+    assert metrics['stage_cpu_seconds']['mapping'] > 0 and metrics['elapsed_s'] > 0
 
     # Specific values, read from the XML with lxml here.
     base = dict(conn.execute('SELECT app_id, ip_address FROM app_base').fetchall())

@@ -4,6 +4,7 @@ The contract is compiled once per worker in `DoFn.setup` (never per document). P
 `map_document(parsed, compiled) -> MappedDoc`. Beam wrapper: `MapFn`.
 """
 import logging
+import time
 
 import apache_beam as beam
 
@@ -38,12 +39,14 @@ class MapFn(beam.DoFn):
         self.failed = beam.metrics.Metrics.counter('migration', 'mapping_failed')
         self.warnings = beam.metrics.Metrics.counter('migration', 'quality_warnings')
         self.rows = beam.metrics.Metrics.counter('migration', 'rows_mapped')
+        self.micros = beam.metrics.Metrics.counter('stage_time_us', STAGE)
 
     def setup(self):
         from contracts import compile_contract, load_contract
         self.compiled = compile_contract(load_contract(self.contract_source))
 
     def process(self, parsed):
+        t0 = time.perf_counter()
         try:
             mapped = map_document(parsed, self.compiled)
         except StageError as e:
@@ -59,6 +62,8 @@ class MapFn(beam.DoFn):
                         STAGE, reason)
             yield dead_letter(parsed, STAGE, reason, app_id=parsed.app_id)
             return
+        finally:
+            self.micros.inc(int((time.perf_counter() - t0) * 1e6))
         if mapped.warnings:
             self.warnings.inc(len(mapped.warnings))
         self.rows.inc(sum(len(r) for r in mapped.rows.values()))

@@ -396,6 +396,7 @@ class WriteBatchesFn(_ConnPerBundleFn):
         res = self._writer().write(meta, todo)
         self.c_batches.inc()
         self.c_rows.inc(res.rows_written)
+        Metrics.counter('rows_by_table', table).inc(res.rows_written)
         if res.failures:
             self.c_failed.inc(len(res.failures))
         yield ('ok', table, list(res.written), res.rows_written)
@@ -527,15 +528,18 @@ class _CompensateFn(_ConnPerBundleFn):
         super().setup()
         self.plan = delete_plan(self.metas, self.tiers, self.target.dialect_name)
 
+    def _delete_rows(self, app_id):
+        def delete(cur):
+            n = 0
+            for _, sql in self.plan:
+                cur.execute(sql, (app_id,))
+                n += max(cur.rowcount or 0, 0)
+            return n
+        return self._writer().run(delete)
+
     def process(self, o: Outcome):
         if o.app_id is not None and self.plan:
-            def delete(cur):
-                n = 0
-                for _, sql in self.plan:
-                    cur.execute(sql, (o.app_id,))
-                    n += max(cur.rowcount or 0, 0)
-                return n
-            removed = self._writer().run(delete)
+            removed = self._delete_rows(o.app_id)
             if removed:
                 self.c_removed.inc(removed)
                 log.info('removed %d partial rows of failed app_id %s', removed, o.app_id)
