@@ -245,6 +245,8 @@ class _stops_clearly:
 def cmd_run(argv):
     ap = _common_options_parser('python -m pipeline run',
                                 'Migrate XML documents from a source into SQL tables, as the contract maps them.')
+    ap.add_argument('--status', default=None, help='Also write the outcome of every document (status, stage, '
+                                                    'reason, rows, data-quality warnings) to this JSONL file.')
     args, beam_args = ap.parse_known_args(argv)
     _setup_logging(args.log_level)
     for need in ('contract', 'source', 'target'):
@@ -263,13 +265,16 @@ def cmd_run(argv):
     from pipeline.graph import build_pipeline
     from pipeline.summary import summarize
     dl_parts = _part_paths(args.dead_letter, len(source.chunks()))
+    st_parts = _part_paths(args.status, len(source.chunks()))
     fdir = _failures_dir(args)
     with _stops_clearly(args.target):
         summary = _run_chunked(source, lambda p, chunk, fpath: build_pipeline(
             p, contract, chunk, target=args.target, sink=sink, parse_mode=args.parse_mode, limits=limits,
-            batch_size=args.batch_size, dead_letter_out=dl_parts.next(), session_id=session,
+            batch_size=args.batch_size, dead_letter_out=dl_parts.next(), status_out=st_parts.next(),
+            session_id=session,
             progress_s=args.progress_seconds, resume=args.resume, failures_out=fpath), beam_args, fdir)
     dl_parts.join()
+    st_parts.join()
     summary.extra.update({'session_id': session, 'source': source.describe(), 'target': sink.display})
     return _finish(summary, args, fdir)
 

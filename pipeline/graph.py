@@ -100,8 +100,11 @@ class CountOutcomesFn(beam.DoFn):
         self.written = beam.metrics.Metrics.counter('migration', 'docs_written')
         self.dead = beam.metrics.Metrics.counter('migration', 'docs_dead_lettered')
         self.rows = beam.metrics.Metrics.counter('migration', 'rows_written')
+        self.with_warnings = beam.metrics.Metrics.counter('migration', 'docs_with_quality_warnings')
 
     def process(self, o: Outcome):
+        if o.warnings:
+            self.with_warnings.inc()
         if o.status == 'success':
             self.written.inc()
             self.rows.inc(o.rows)
@@ -138,7 +141,7 @@ def row_lines(mapped):
 
 def status_line(o: Outcome):
     return dumps({'file': o.source, 'app_id': o.app_id, 'status': 'ok' if o.status == 'success' else 'failed',
-                  'stage': o.stage, 'error': o.reason, 'rows': o.rows})
+                  'stage': o.stage, 'error': o.reason, 'rows': o.rows, 'warnings': list(o.warnings or ())})
 
 
 def dead_letter_line(d: DeadLetter):
@@ -200,7 +203,7 @@ def build_pipeline(p, contract, source, *, target=None, sink=None, parse_mode='p
         dead = early_dead
         ok = mapped | 'MappedOutcomes' >> beam.Map(
             lambda md: Outcome(source=md.source, app_id=md.app_id, status='success', stage=None, reason=None,
-                               rows=sum(len(r) for r in md.rows.values())))
+                               rows=sum(len(r) for r in md.rows.values()), warnings=tuple(md.warnings)))
         outcomes = ((ok, early_dead | 'EarlyOutcomes' >> beam.Map(_outcome_of_dead_letter))
                     | 'AllOutcomes' >> beam.Flatten())
         counted = outcomes | 'Count' >> beam.ParDo(CountOutcomesFn())

@@ -9,8 +9,19 @@ from apache_beam.metrics.metric import MetricsFilter
 log = logging.getLogger(__name__)
 
 
-def counters(result) -> Dict[str, Dict[str, int]]:
-    """namespace → name → committed (or attempted, where the runner has no committed value) sum."""
+def counters(result, sources: Optional[Dict[str, int]] = None) -> Dict[str, Dict[str, int]]:
+    """namespace → name → sum of the counter's committed value, or of its attempted value where the runner
+    reports no committed one.
+
+    Runners differ here. Measured with Beam 2.77: the FnApiRunner (DirectRunner in_memory and multi_processing)
+    fills both; under the PortableRunner (local job service) a counter comes back with committed set and
+    attempted None, because the job service returns committed and attempted as two separate lists and
+    PortableMetrics pairs them per key — a job server that fills only the attempted list (not measured here:
+    Flink, Spark) gives committed None instead. The rule is Beam's own
+    `MetricResult.result`: committed when it is set and non-zero, else attempted — committed is exact (no
+    retried bundles counted twice), attempted is the fallback for runners that do not commit metrics. Using
+    only one of them would make the SUMMARY read 0 on some runner. `sources`, when given, gets the number of
+    counters taken from each ('committed' / 'attempted')."""
     out: Dict[str, Dict[str, int]] = {}
     try:
         res = result.metrics().query(MetricsFilter())
@@ -19,11 +30,21 @@ def counters(result) -> Dict[str, Dict[str, int]]:
         return out
     for c in res.get('counters', []):
         try:
-            v = c.committed
+            committed = c.committed
         except Exception:
-            v = None
-        if v is None:
-            v = c.attempted
+            committed = None
+        try:
+            attempted = c.attempted
+        except Exception:
+            attempted = None
+        if committed:
+            v, kind = committed, 'committed'
+        elif attempted:
+            v, kind = attempted, 'attempted'
+        else:
+            v, kind = committed if committed is not None else attempted, 'committed'
+        if sources is not None and v is not None:
+            sources[kind] = sources.get(kind, 0) + 1
         ns = c.key.metric.namespace
         out.setdefault(ns, {})
         out[ns][c.key.metric.name] = out[ns].get(c.key.metric.name, 0) + int(v or 0)
@@ -39,6 +60,8 @@ class Summary:
     def merge(self, other):
         """The summary of two successive runs (chunks) of one job."""
         extra = dict(self.extra)
+        for k in ('quality_warnings', 'docs_with_quality_warnings'):
+            extra[k] = extra.get(k, 0) + other.extra.get(k, 0)
         for k in ('dead_lettered_by_stage',):
             merged = dict(extra.get(k, {}))
             for kk, v in other.extra.get(k, {}).items():
@@ -49,6 +72,10 @@ class Summary:
             for kk, n in v.items():
                 counters.setdefault(ns, {})[kk] = counters.get(ns, {}).get(kk, 0) + n
         extra['counters'] = counters
+        froms = set(filter(None, '+'.join(x.get('metrics_from', '') for x in (self.extra, other.extra)).split('+')))
+        froms.discard('none')
+        if froms or 'metrics_from' in other.extra:
+            extra['metrics_from'] = '+'.join(sorted(froms)) or 'none'
         return Summary(self.read + other.read, self.written + other.written,
                        self.dead_lettered + other.dead_lettered, self.rows + other.rows,
                        self.elapsed_s + other.elapsed_s, self.skipped + other.skipped, extra)
@@ -79,14 +106,21 @@ class Summary:
 
 
 def summarize(result, elapsed_s) -> Summary:
-    c = counters(result)
+    sources: Dict[str, int] = {}
+    c = counters(result, sources)
     m = c.get('migration', {})
     late = m.get('docs_skipped_done_late', 0)    # read, parsed, then found done in the ledger (file sources)
     s = Summary(read=m.get('docs_read', 0) - late, written=m.get('docs_written', 0),
                 dead_lettered=m.get('docs_dead_lettered', 0), rows=m.get('rows_written', 0),
                 elapsed_s=elapsed_s, skipped=m.get('docs_skipped_done', 0) + late)
     s.extra['dead_lettered_by_stage'] = dict(sorted(c.get('dead_letter_stage', {}).items()))
+    s.extra['quality_warnings'] = m.get('quality_warnings', 0)
+    s.extra['docs_with_quality_warnings'] = m.get('docs_with_quality_warnings', 0)
     s.extra['counters'] = {ns: dict(sorted(v.items())) for ns, v in sorted(c.items())}
+    s.extra['metrics_from'] = ('+'.join(sorted(sources)) or 'none')
+    if 'attempted' in sources:
+        log.info('%d metric(s) were reported as attempted only by this runner (no committed value)',
+                 sources['attempted'])
     return s
 
 

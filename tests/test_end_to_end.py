@@ -137,6 +137,9 @@ def test_rows_in_the_database_equal_the_rows_the_map_command_writes(migrated, ca
     assert len(status) == N_DOCS
     assert sum(1 for x in status if x['status'] == 'ok') == s['written']
     assert all(x['error'] for x in status if x['status'] == 'failed')
+    # The data-quality channel: warnings kept with each document's outcome (field names, never values).
+    warned = [x for x in status if x['warnings']]
+    assert warned and all(isinstance(w, str) for x in warned for w in x['warnings'])
 
 
 def test_rerun_resumes_and_never_duplicates(migrated, capsys):

@@ -1,5 +1,5 @@
 """Records that flow between the stages. Plain, picklable, small."""
-from typing import Any, Dict, List, NamedTuple, Optional, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 
 class Doc(NamedTuple):
@@ -42,6 +42,7 @@ class Outcome(NamedTuple):
     stage: Optional[str]
     reason: Optional[str]
     rows: int
+    warnings: Tuple[str, ...] = ()    # data-quality warnings of a mapped document (names fields, never values)
 
 
 DEAD_LETTER_TAG = 'dead_letter'

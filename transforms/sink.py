@@ -472,10 +472,11 @@ class WriteToSql(beam.PTransform):
             failed.append(res[FAILED_TAG])
         written = tuple(t for tier in self.tiers for t in tier)
         summary = docs | 'KeyDocs' >> beam.Map(
-            lambda d: (_norm(d.app_id), (d.source, d.app_id, sum(len(d.rows.get(t) or ()) for t in written))))
+            lambda d: (_norm(d.app_id), (d.source, d.app_id, sum(len(d.rows.get(t) or ()) for t in written),
+                                         tuple(d.warnings or ()))))
         if not failed:
             return summary | 'Outcomes' >> beam.Map(lambda kv: Outcome(kv[1][0], kv[1][1], 'success', None, None,
-                                                                        kv[1][2]))
+                                                                        kv[1][2], kv[1][3]))
         all_failed = (failed[0] if len(failed) == 1 else tuple(failed) | 'AllFailures' >> beam.Flatten())
         outcomes = ({'doc': summary, 'failed': all_failed | 'KeyFailed' >> beam.Map(lambda f: (_norm(f[0]), f))}
                     | 'JoinOutcomes' >> beam.CoGroupByKey()
@@ -566,12 +567,12 @@ def _alive_docs(kv):
 def _outcomes(kv):
     _, groups = kv
     failures = list(groups['failed'])
-    for source, app_id, n in groups['doc']:
+    for source, app_id, n, warnings in groups['doc']:
         f = _failure_for(source, failures) if failures else None
         if f is None:
-            yield Outcome(source, app_id, 'success', None, None, n)
+            yield Outcome(source, app_id, 'success', None, None, n, warnings)
         else:
-            yield Outcome(source, app_id, 'failed', 'sink', f[2], 0)
+            yield Outcome(source, app_id, 'failed', 'sink', f[2], 0, warnings)
 
 
 # ---------------------------------------------------------------------------------------- ledger / dead letters
