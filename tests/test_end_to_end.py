@@ -57,18 +57,26 @@ def good_documents():
 
 @pytest.fixture(scope='module')
 def migrated(tmp_path_factory):
+    """Generated documents in SQLite, migrated once by `run` (source and target in one file, as run_local.sh)."""
+    import contextlib
+    import io
     d = tmp_path_factory.mktemp('e2e')
     db = str(d / 'app.db')
     write_sqlite_source(db, N_DOCS, seed=SEED)
-    return d, db
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = cli(['run', '--contract', 'credit_app', '--source', f'sqlite:///{db}', '--target', f'sqlite:///{db}',
+                  '--tables', 'credit_app_tables', '--create-tables', '--dead-letter', str(d / 'dl.jsonl'),
+                  '--summary-json', str(d / 'summary.json'), '--metrics-json', str(d / 'metrics.json'),
+                  '--batch-size', '16'])
+    return d, db, rc, out.getvalue()
 
 
-def test_run_writes_every_document_or_dead_letters_it(migrated, capsys):
-    d, db = migrated
-    rc, s = run_cli(capsys, 'run', '--contract', 'credit_app', '--source', f'sqlite:///{db}',
-                    '--target', f'sqlite:///{db}', '--tables', 'credit_app_tables', '--create-tables',
-                    '--dead-letter', str(d / 'dl.jsonl'), '--summary-json', str(d / 'summary.json'),
-                    '--metrics-json', str(d / 'metrics.json'), '--batch-size', '16')
+def test_run_writes_every_document_or_dead_letters_it(migrated):
+    d, db, rc, out = migrated
+    m = SUMMARY.search(out)
+    assert m, out[-2000:]
+    s = dict(zip(('read', 'written', 'dead', 'rows'), map(int, m.groups()[:4])))
     assert rc == 0
     good = good_documents()
     assert s['read'] == N_DOCS
@@ -121,7 +129,8 @@ def test_run_writes_every_document_or_dead_letters_it(migrated, capsys):
 
 
 def test_rows_in_the_database_equal_the_rows_the_map_command_writes(migrated, capsys, tmp_path):
-    d, db = migrated
+    d, db, rc, _ = migrated
+    assert rc == 0
     folder = tmp_path / 'xml'
     write_xml_folder(str(folder), N_DOCS, seed=SEED)
     rc, s = run_cli(capsys, 'map', '--contract', 'credit_app', '--input', str(folder),
@@ -143,7 +152,8 @@ def test_rows_in_the_database_equal_the_rows_the_map_command_writes(migrated, ca
 
 
 def test_rerun_resumes_and_never_duplicates(migrated, capsys):
-    d, db = migrated
+    d, db, rc, _ = migrated
+    assert rc == 0
     before = counts(db)
     # Resume (default): the successes are skipped; only the failed documents are read again.
     rc, s = run_cli(capsys, 'run', '--contract', 'credit_app', '--source', f'sqlite:///{db}',
