@@ -17,6 +17,7 @@ from typing import List, NamedTuple, Optional
 
 import apache_beam as beam
 
+from transforms.errors import StageError
 from transforms.records import Doc
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,9 @@ class SourceError(Exception):
 class Partition(NamedTuple):
     lo: int      # exclusive
     hi: int      # inclusive
+
+
+MISFITS = Partition(0, -1)   # not a range: the rows whose app_id is not an integer (SQLite sources)
 
 
 def split_range(lo, hi, n) -> List[Partition]:
@@ -78,7 +82,10 @@ class _Query:
             self.col = dialect.quote(spec.column)
         except Exception as e:
             raise SourceError(str(e)) from None
-        where, params = [f'{self.col} IS NOT NULL'], []
+        # Rows with a NULL xml are read (and dead-lettered by validation: 'xml is NULL'), never skipped silently.
+        # SQLite columns may hold non-integer app_ids: the keyset reads take the integers, `misfits()` the rest.
+        where = [f"typeof({self.id}) = 'integer'" if self.dialect == 'sqlite' else f'{self.id} IS NOT NULL']
+        params = []
         if opts.app_id_start is not None:
             where.append(f'{self.id} >= ?'); params.append(opts.app_id_start)
         if opts.app_id_end is not None:
@@ -86,6 +93,10 @@ class _Query:
         if opts.shard_count:
             where.append(f'{self.id} % ? = ?'); params += [opts.shard_count, opts.shard_index]
         self.where, self.params = where, params
+
+    def misfits(self):
+        """SQLite only: the rows whose app_id is not an integer (text, real, blob or NULL)."""
+        return f"SELECT {self.id}, {self.col} FROM {self.t} WHERE typeof({self.id}) <> 'integer'", []
 
     def bounds(self):
         return (f'SELECT MIN({self.id}), MAX({self.id}), COUNT(*) FROM {self.t} WHERE ' + ' AND '.join(self.where),
@@ -134,8 +145,15 @@ def plan_partitions(spec: TableSpec, opts: ReadOptions, chunk_docs=None):
             raise SourceError(f'cannot read source table {spec.table!r} ({spec.column}, {spec.id_column}) '
                               f'in {target.display}: {_first_line(e)}') from None
         lo, hi, count = cur.fetchone()
+        misfits = []
+        if target.dialect.name == 'sqlite' and opts.app_id_start is None and opts.app_id_end is None \
+                and not opts.shard_count and opts.limit is None:
+            cur.execute(q.misfits()[0].replace(f'{q.id}, {q.col}', 'COUNT(*)', 1))
+            n_misfits = int(cur.fetchone()[0])
+            if n_misfits:
+                misfits, count = [MISFITS], int(count or 0) + n_misfits
         if lo is None:
-            return [], 0, []
+            return misfits, int(count or 0), ([(0, -1, count)] if misfits else [])
         lo, hi, count = int(lo), int(hi), int(count)
         if opts.limit is not None and opts.limit < count:
             cur.execute(*q.nth_id(opts.limit))
@@ -150,7 +168,7 @@ def plan_partitions(spec: TableSpec, opts: ReadOptions, chunk_docs=None):
                 chunks.append((after, int(row[0]), chunk_docs))
                 after = int(row[0])
         chunks.append((after, hi, count - (chunk_docs or 0) * len(chunks)))
-        return split_range(lo, hi, opts.partitions), count, chunks
+        return split_range(lo, hi, opts.partitions) + misfits, count, chunks
     finally:
         conn.close()
 
@@ -182,6 +200,12 @@ class ReadPartitionFn(beam.DoFn):
         if self.conn is None:
             self._open()
         cur = self.conn.cursor()
+        if part == MISFITS:
+            # Non-integer app_ids: read so that validation dead-letters them ('source app_id is not an integer').
+            cur.execute(*self.q.misfits())
+            for app_id, xml in cur.fetchall():
+                yield Doc(source=f'{self.spec.table}:{app_id}', app_id='' if app_id is None else app_id, xml=xml)
+            return
         after = part.lo
         while True:
             cur.execute(*self.q.page(after, part.hi, self.opts.fetch_size))
@@ -357,9 +381,11 @@ class TableSource:
         """Sources for successive pipeline runs of at most chunk_docs documents each (bounded memory)."""
         if len(self._chunks) <= 1:
             return [self]
+        extra = [MISFITS] if MISFITS in self.partitions else []   # read once, with the first chunk
         return [TableSource(self.spec, self.opts, self.resume_target, self.resume_schema,
-                            _plan=(split_range(a + 1, b, self.opts.partitions), n, [(a, b, n)]))
-                for a, b, n in self._chunks]
+                            _plan=(split_range(a + 1, b, self.opts.partitions) + (extra if i == 0 else []), n,
+                                   [(a, b, n)]))
+                for i, (a, b, n) in enumerate(self._chunks)]
 
     def fetcher(self):
         return _TableFetcher(self.spec)
@@ -374,7 +400,7 @@ class TableSource:
 
 
 def make_source(url_or_path, contract, source_table=None, source_column=None, opts: ReadOptions = ReadOptions(),
-                resume_target=None, resume_schema=None, dialect=None, chunk_docs=None):
+                resume_target=None, resume_schema=None, dialect=None, chunk_docs=None, record_element=None):
     """A source from the --source option: sqlite:///PATH, odbc:..., or a folder/glob of .xml files."""
     if url_or_path.startswith(('sqlite:', 'odbc:')):
         table, schema = source_table or contract.source_table, None
@@ -385,5 +411,15 @@ def make_source(url_or_path, contract, source_table=None, source_column=None, op
         spec = TableSpec(url=url_or_path, table=table, column=source_column or contract.source_column,
                          schema=schema, dialect=dialect)
         return TableSource(spec, opts, resume_target if opts.resume else None, resume_schema, chunk_docs=chunk_docs)
+    if os.path.isfile(url_or_path):
+        # One file: a document, or a container of many (its root is not the contract's root element).
+        from pipeline.stream_source import StreamError, StreamFileSource, root_name
+        try:
+            root = root_name(url_or_path)
+        except (StreamError, StageError) as e:
+            raise SourceError(str(e)) from None
+        if root and root != contract.root_element:
+            return StreamFileSource(url_or_path, record_element or contract.root_element, limit=opts.limit,
+                                    chunk_docs=chunk_docs)
     return FileSource(url_or_path, limit=opts.limit, chunk_docs=chunk_docs)
 

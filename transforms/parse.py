@@ -171,13 +171,35 @@ _LIBXML_LIMITS = (
 )
 
 
+def _precise_error(e, data):
+    """libxml2's push parser sometimes loses the first error (an undefined entity, for one) and reports only 'no
+    element found' at close(). A one-shot parse of the (already size-limited) bytes names the real error."""
+    msg = str(getattr(e, 'msg', None) or e)
+    if 'no element found' not in msg.lower():
+        return e
+    try:
+        etree.fromstring(data, hardened_parser())
+    except etree.XMLSyntaxError as precise:
+        return precise
+    return e
+
+
 def _syntax_reason(e):
     msg = str(e.msg if getattr(e, 'msg', None) else e)
     low = msg.lower()
     for needle, reason in _LIBXML_LIMITS:
         if needle in low:
             return reason
-    return f'not well-formed XML: {msg[:200]}'
+    # libxml2's message may quote names that, in a broken document, are fragments of values: the reason carries
+    # the error's name and position instead (it is logged and must never contain row values).
+    code = getattr(e, 'code', None)
+    try:
+        name = etree.ErrorTypes._getName(code) if code is not None else None
+    except Exception:
+        name = None
+    line, col = (getattr(e, 'position', None) or (None, None))[:2]
+    where = f' at line {line}, column {col}' if line else ''
+    return f'not well-formed XML: {name or f"libxml2 error {code}"}{where}'
 
 
 def parse_document(doc: Doc, spec: ParseSpec) -> ParsedDoc:
@@ -189,7 +211,7 @@ def parse_document(doc: Doc, spec: ParseSpec) -> ParsedDoc:
         else:
             root = _full_parse(data, clock)
     except etree.XMLSyntaxError as e:
-        raise StageError(STAGE, _syntax_reason(e))
+        raise StageError(STAGE, _syntax_reason(_precise_error(e, data)))
     if root is None:
         raise StageError(STAGE, 'not well-formed XML: no root element')
     if not isinstance(root.tag, str) or root.tag != spec.root_element:

@@ -1,0 +1,97 @@
+"""One app_id, one document per run: later occurrences of an app_id go to the dead letter.
+
+Two files (or rows) may carry the same app_id. Writing both would let the second silently overwrite the first
+(the sink upserts on the primary key). `DedupeAppIds` keeps one document per app_id and dead-letters the others with
+the reason ``duplicate app_id in this run (app_id N, kept <source>)``, stage ``validation``. The dead letter's own
+app_id is None: processing_log holds one row per app_id, which belongs to the kept document.
+
+Which one is kept is deterministic, not "whichever arrived first" (a parallel runner has no arrival order): the
+document with the smallest `source` reference (file name / table reference) among those that mapped successfully.
+
+Memory: only the small `(app_id, source)` keys go through the GroupByKey; the set of losers (normally empty) is a
+side input to a filter on the MappedDocs. The lxml trees and payloads are never shuffled. The losers' payloads are
+re-read from the source by reference, as for sink failures, so the dead letter keeps the original document.
+
+Wiring (pipeline/graph.py, right after the Map step)::
+
+    d = m.ok | 'DedupeAppIds' >> DedupeAppIds(source)
+    mapped = d.kept
+    early_dead = ((v[DEAD_LETTER_TAG], pr[DEAD_LETTER_TAG], m[DEAD_LETTER_TAG], d.dead_letters)
+                  | 'EarlyDeadLetters' >> beam.Flatten())
+"""
+import logging
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+
+from transforms.records import DeadLetter
+from transforms.validate import payload_text
+
+log = logging.getLogger(__name__)
+STAGE = 'validation'
+REASON = 'duplicate app_id in this run'
+
+
+class Deduped(NamedTuple):
+    kept: Any            # PCollection[MappedDoc]: one per app_id
+    dead_letters: Any    # PCollection[DeadLetter]: the other occurrences
+
+
+def losers_of(app_id_and_sources):
+    """(app_id, [sources]) → (loser source, kept source) for every source but the smallest."""
+    _, sources = app_id_and_sources
+    sources = sorted(set(sources))
+    for s in sources[1:]:
+        yield s, sources[0]
+
+
+class _DropLosersFn(beam.DoFn):
+    def __init__(self):
+        self.dupes = beam.metrics.Metrics.counter('migration', 'duplicate_app_ids')
+
+    def process(self, mapped, losers):
+        kept = losers.get(mapped.source)
+        if kept is None:
+            yield mapped
+            return
+        self.dupes.inc()
+        log.info('dead letter: source=%s app_id=%s stage=%s reason=%s', mapped.source, mapped.app_id, STAGE, REASON)
+        yield beam.pvalue.TaggedOutput('dead', (mapped.source, mapped.app_id, kept))
+
+
+class _RefetchFn(beam.DoFn):
+    """The loser's original payload, read again from the source (the MappedDoc no longer carries it)."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def process(self, item):
+        src, app_id, kept = item
+        try:
+            payload = payload_text(self.source.fetch(src)) if self.source is not None else None
+        except Exception as e:   # the dead letter is still written, without its payload
+            log.warning('cannot re-read the payload of %s: %s', src, type(e).__name__)
+            payload = None
+        # app_id None on purpose: processing_log keeps one row per app_id, and that row belongs to the kept
+        # document (a 'failed' here would overwrite its 'success'). The reason names the app_id instead.
+        yield DeadLetter(source=src, app_id=None, stage=STAGE,
+                         reason=f'{REASON} (app_id {app_id}, kept {kept[:200]})', payload=payload)
+
+
+class DedupeAppIds(beam.PTransform):
+    """PCollection[MappedDoc] → Deduped(kept, dead_letters). `source` (a pipeline.sources source, or None) is
+    used to re-read the payload of each dropped duplicate."""
+
+    def __init__(self, source=None):
+        super().__init__()
+        self.source = source
+
+    def expand(self, mapped):
+        losers = (mapped
+                  | 'Keys' >> beam.Map(lambda md: (md.app_id, md.source))
+                  | 'ByAppId' >> beam.GroupByKey()
+                  | 'Losers' >> beam.FlatMap(losers_of))
+        split = mapped | 'DropLosers' >> beam.ParDo(
+            _DropLosersFn(), losers=beam.pvalue.AsDict(losers)).with_outputs('dead', main='kept')
+        dead = split.dead | 'DuplicateDeadLetters' >> beam.ParDo(_RefetchFn(self.source))
+        return Deduped(kept=split.kept, dead_letters=dead)
