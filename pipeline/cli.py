@@ -44,7 +44,8 @@ def load_contract_or_fail(name_or_path):
     try:
         return load_contract(path)
     except ContractError as e:
-        raise ConfigError(f'bad contract {path}: {e}') from None
+        problems = [ln.strip(' -*') for ln in str(e).splitlines() if ln.strip(' -*')]
+        raise ConfigError(f'bad contract {path}: ' + '; '.join(problems)) from None
 
 
 def make_runner(options):
@@ -254,11 +255,13 @@ def cmd_run(argv):
             raise ConfigError(f'--{need} is required (see --help)')
     contract = load_contract_or_fail(args.contract)
     limits = _limits(args)
-    from pipeline.db.plan import prepare_sink
-    sink = prepare_sink(args.target, contract, tables_spec=resolve_contract_path(args.tables) if args.tables else None,
-                        create=args.create_tables,
-                        dialect=args.dialect)
-    source = _make_source(args, contract, target_url=args.target, schema=sink.schema)
+    from pipeline.db.plan import prepare_sink, target_schema
+    from pipeline.db.targets import parse_target
+    # The source is checked first: nothing is created in the target for a job that cannot read anything.
+    schema = target_schema(parse_target(args.target, dialect=args.dialect), contract.target_schema)
+    source = _make_source(args, contract, target_url=args.target, schema=schema)
+    tables = resolve_contract_path(args.tables) if args.tables else None
+    sink = prepare_sink(args.target, contract, tables_spec=tables, create=args.create_tables, dialect=args.dialect)
     session = args.session_id or dt.datetime.now(dt.timezone.utc).strftime('run-%Y%m%dT%H%M%SZ')
     log.info('source: %s', source.describe())
     log.info('target: %s (%s), tables in FK tiers %s', sink.display, sink.dialect, sink.tiers)

@@ -121,6 +121,11 @@ class _Query:
                     f'OFFSET ? ROWS FETCH NEXT 1 ROWS ONLY', params + [n - 1])
         return f'SELECT {self.id} FROM {self.t} WHERE {w} ORDER BY {self.id} LIMIT 1 OFFSET ?', params + [n - 1]
 
+    def same_id(self, app_id):
+        """Every row of one app_id (a source table whose app_id is not unique)."""
+        return (f'SELECT {self.id}, {self.col} FROM {self.t} WHERE ' + ' AND '.join(self.where + [f'{self.id} = ?']),
+                list(self.params) + [app_id])
+
     def page(self, after, hi, size):
         w = ' AND '.join(self.where + [f'{self.id} > ?', f'{self.id} <= ?'])
         params = list(self.params) + [after, hi]
@@ -207,21 +212,37 @@ class ReadPartitionFn(beam.DoFn):
                 yield Doc(source=f'{self.spec.table}:{app_id}', app_id='' if app_id is None else app_id, xml=xml)
             return
         after = part.lo
+        size = self.opts.fetch_size
         while True:
-            cur.execute(*self.q.page(after, part.hi, self.opts.fetch_size))
+            cur.execute(*self.q.page(after, part.hi, size))
             page = cur.fetchall()
             if not page:
                 break
-            done = self.ledger.done_ids([int(r[0]) for r in page]) if self.ledger else set()
-            for app_id, xml in page:
-                app_id = int(app_id)
-                if app_id in done:
-                    self.skipped.inc()
-                    continue
-                yield Doc(source=f'{self.spec.table}:{app_id}', app_id=app_id, xml=xml)
+            full = len(page) == size
+            if full:
+                # A source whose app_id is not unique: rows sharing the last app_id may continue on the next
+                # page, and `app_id > last` would skip them. Leave that app_id to the next page; if the whole
+                # page is one app_id, read all of its rows at once.
+                last = int(page[-1][0])
+                trimmed = [r for r in page if int(r[0]) != last]
+                if trimmed:
+                    page = trimmed
+                else:
+                    cur.execute(*self.q.same_id(last))
+                    page = cur.fetchall()
+            yield from self._docs(page)
             after = int(page[-1][0])
-            if len(page) < self.opts.fetch_size:
+            if not full:
                 break
+
+    def _docs(self, page):
+        done = self.ledger.done_ids([int(r[0]) for r in page]) if self.ledger else set()
+        for app_id, xml in page:
+            app_id = int(app_id)
+            if app_id in done:
+                self.skipped.inc()
+                continue
+            yield Doc(source=f'{self.spec.table}:{app_id}', app_id=app_id, xml=xml)
 
     def finish_bundle(self):
         self.teardown()

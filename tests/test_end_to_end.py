@@ -182,9 +182,16 @@ def test_configuration_errors_are_one_line_and_exit_2(tmp_path, capsys):
               '--target', f'sqlite:///{tmp_path}/t.db', '--create-tables', '--tables', 'credit_app_tables'])
     err = capsys.readouterr().err
     assert rc == 2 and 'no .xml files' in err
-    rc = cli(['run', '--contract', 'credit_app', '--source', str(tmp_path), '--target', f'sqlite:///{tmp_path}/u.db'])
+    (tmp_path / 'src').mkdir()
+    (tmp_path / 'src' / 'a.xml').write_text('<Provenir/>')
+    rc = cli(['run', '--contract', 'credit_app', '--source', str(tmp_path / 'src'),
+              '--target', f'sqlite:///{tmp_path}/u.db'])
     err = capsys.readouterr().err
     assert rc == 2 and 'create-tables' in err
+    # The source is checked before the target is touched: no tables were created for a job with nothing to read.
+    rc = cli(['run', '--contract', 'credit_app', '--source', str(tmp_path / 'none'),
+              '--target', f'sqlite:///{tmp_path}/v.db', '--create-tables', '--tables', 'credit_app_tables'])
+    assert rc == 2 and not os.path.exists(tmp_path / 'v.db')
 
 
 def test_document_failing_in_a_later_tier_leaves_no_rows_behind(tmp_path, capsys):

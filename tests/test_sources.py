@@ -134,3 +134,19 @@ def test_source_queries_parse_in_each_dialect(dialect, read):
         assert 'OFFSET' not in page
     else:
         assert page.endswith('ORDER BY "app_id" LIMIT 100')
+
+
+@pytest.mark.parametrize('fetch_size', [1, 2, 3, 5])
+def test_keyset_pages_never_skip_rows_of_a_repeated_app_id(tmp_path, fetch_size):
+    """A staging table without a unique app_id: pages must not lose the rows that share a page boundary's id."""
+    path = str(tmp_path / 'dup.db')
+    conn = sqlite3.connect(path)
+    conn.execute('CREATE TABLE app_xml (app_id INTEGER, xml TEXT)')
+    rows = [(1, 'a'), (2, 'b'), (2, 'c'), (2, 'd'), (3, 'e'), (4, 'f'), (4, 'g'), (5, 'h')]
+    conn.executemany('INSERT INTO app_xml VALUES (?, ?)', rows)
+    conn.commit()
+    conn.close()
+    src = TableSource(TableSpec(url=f'sqlite:///{path}', table='app_xml', column='xml', schema=None),
+                      ReadOptions(partitions=2, fetch_size=fetch_size, resume=False))
+    with BeamTestPipeline(runner=FnApiRunner()) as p:
+        assert_that(p | src.transform() | beam.Map(lambda d: (d.app_id, d.xml)), equal_to(rows))
