@@ -15,7 +15,7 @@ if [ ! -f "$DB" ]; then
   echo "== generating $DOCS sample documents into $DB (table app_xml)"
   python -m pipeline generate --docs "$DOCS" --sqlite "$DB" --seed 7
 else
-  echo "== $DB exists: resuming (FRESH=1 starts over)"
+  echo "== $DB exists: resuming. Documents already written are skipped, failed ones are tried again (FRESH=1 starts over)"
 fi
 mkdir -p out
 echo "== migrating: $DB app_xml -> $DB target tables"

@@ -26,6 +26,8 @@ def _setup_logging(level):
                         stream=sys.stderr)
     for noisy in ('apache_beam', 'apache_beam.runners', 'apache_beam.transforms'):
         logging.getLogger(noisy).setLevel(logging.WARNING if level != 'DEBUG' else logging.DEBUG)
+    # 'Deleting 1 existing files in target path': our JSONL outputs are meant to be replaced on every run.
+    logging.getLogger('apache_beam.io.filebasedsink').setLevel(logging.ERROR if level != 'DEBUG' else logging.DEBUG)
 
 
 def resolve_contract_path(name_or_path):

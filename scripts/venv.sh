@@ -9,8 +9,13 @@ fi
 stamp="$VENV_DIR/.installed-$(cksum setup.py | cut -d' ' -f1)"
 if [ ! -f "$stamp" ]; then
   echo "== installing the project and its dependencies into $VENV_DIR (first run takes a few minutes)"
-  "$VENV_DIR/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
-  "$VENV_DIR/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+  log="$VENV_DIR/install.log"
+  if ! { "$VENV_DIR/bin/python" -m pip install --disable-pip-version-check --upgrade pip \
+         && "$VENV_DIR/bin/python" -m pip install --disable-pip-version-check -e '.[test]'; } >"$log" 2>&1; then
+    tail -30 "$log" >&2
+    echo "== installing failed; the whole log is in $log" >&2
+    exit 1
+  fi
   rm -f "$VENV_DIR"/.installed-* && touch "$stamp"
 fi
 # shellcheck disable=SC1091
