@@ -554,7 +554,11 @@ class _Doc:
         """A lookup for an expression evaluated on element ``own``. ``row_scope``: a contact/address/employment row,
         whose context is the element's own attributes (plus explicitly prefixed names)."""
         cc = self.cc
-        memo = self.memo.setdefault((id(own), row_scope), {})
+        # keyed by the element itself, not id(own): lxml element proxies are transient (child rows iterate
+        # iterchildren()), so an id() can be reused by the next element and return the previous one's values.
+        # Holding the proxy in the key keeps it alive for this document, and lxml returns that same proxy for
+        # its node while it lives.
+        memo = self.memo.setdefault((own, row_scope), {})
 
         def lookup(name):
             try:
