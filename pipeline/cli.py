@@ -50,6 +50,12 @@ def load_contract_or_fail(name_or_path):
         raise ConfigError(f'bad contract {path}: ' + '; '.join(problems)) from None
 
 
+def _is_direct(beam_args):
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    runner = PipelineOptions(beam_args).view_as(StandardOptions).runner
+    return runner in (None, 'DirectRunner', 'direct', 'FnApiRunner')
+
+
 def make_runner(options):
     """DirectRunner means Beam's FnApiRunner here: the legacy direct runner that Beam falls back to for
     GroupIntoBatches is ~3x slower and loses metrics. Portable and cluster runners pass through unchanged."""
@@ -112,6 +118,9 @@ def _read_options(args):
 
 def _make_source(args, contract, target_url=None, schema=None):
     from pipeline.sources import SourceError, make_source
+    from pipeline.options import DEFAULT_CHUNK_DOCS
+    if args.chunk_docs is None:
+        args.chunk_docs = DEFAULT_CHUNK_DOCS if _is_direct(getattr(args, 'beam_args', [])) else 0
     if args.chunk_docs < 0:
         raise ConfigError('--chunk-docs must be 0 (one run) or more')
     try:
@@ -251,6 +260,7 @@ def cmd_run(argv):
     ap.add_argument('--status', default=None, help='Also write the outcome of every document (status, stage, '
                                                     'reason, rows, data-quality warnings) to this JSONL file.')
     args, beam_args = ap.parse_known_args(argv)
+    args.beam_args = beam_args
     _setup_logging(args.log_level)
     for need in ('contract', 'source', 'target'):
         if not getattr(args, need):
@@ -291,6 +301,7 @@ def cmd_map(argv):
     ap.add_argument('--output', required=True, help='JSONL file for the rows: {"file","app_id","table","row"}.')
     ap.add_argument('--status', default=None, help='JSONL file for the outcome of every document.')
     args, beam_args = ap.parse_known_args(argv)
+    args.beam_args = beam_args
     _setup_logging(args.log_level)
     if not args.contract:
         raise ConfigError('--contract is required (see --help)')

@@ -69,10 +69,11 @@ class MigrationOptions(PipelineOptions):
                             f'Default {DEFAULT_PARTITIONS}.')
         g.add_argument('--fetch-size', dest='fetch_size', type=int, default=DEFAULT_FETCH_SIZE,
                        help=f'Rows per page when reading a table source. Default {DEFAULT_FETCH_SIZE}.')
-        g.add_argument('--chunk-docs', dest='chunk_docs', type=int, default=DEFAULT_CHUNK_DOCS,
+        g.add_argument('--chunk-docs', dest='chunk_docs', type=int, default=None,
                        help='Run the job as successive pipeline runs of at most this many documents, so memory '
                             'stays flat however large the source (local runners keep a stage\'s output in memory). '
-                            f'0 = one run. Default {DEFAULT_CHUNK_DOCS}.')
+                            f'0 = one run. Default {DEFAULT_CHUNK_DOCS} on DirectRunner, 0 on other runners '
+                            '(a cluster spills to disk, and each submission costs a job start).')
         g.add_argument('--parse-mode', dest='parse_mode', choices=['partial', 'full'], default='partial',
                        help='partial (default): stop parsing a document once the last element the contract reads '
                             'has closed (bureau blocks after it are skipped; a malformed tail is not detected). '
