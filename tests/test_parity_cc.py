@@ -31,3 +31,24 @@ def test_cc_corpus_matches_expected_rows(tmp_path):
     assert (int(mo.group(1)), int(mo.group(2))) == (0, 0), p.stdout
     assert float(mo.group(3)) >= 99.5, p.stdout
     assert p.returncode == 0, p.stdout
+
+
+def test_map_command_on_the_cc_corpus_matches_expected_rows(tmp_path, capsys):
+    """The issue's own check, through the product's CLI: `python -m pipeline map ...` then the comparison tool;
+    the two documents the existing system rejected are dead-lettered with a clear reason."""
+    import json
+    from pipeline.cli import main as cli
+    rows, status = tmp_path / 'rows.jsonl', tmp_path / 'status.jsonl'
+    rc = cli(['map', '--contract', os.path.join(CC, 'contract.json'), '--input', os.path.join(CC, 'xml'),
+              '--output', str(rows), '--status', str(status)])
+    out = capsys.readouterr().out
+    assert rc == 0 and 'SUMMARY read=165 written=163 dead_lettered=2 rows=2587 ' in out, out[-1000:]
+    p = subprocess.run([sys.executable, TOOL, os.path.join(CC, 'expected-rows.jsonl'), str(rows),
+                        '--tables', os.path.join(CC, 'tables.json'), '--contract', os.path.join(CC, 'contract.json'),
+                        '--min-cell-match', '0.995'], capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout[-3000:]
+    assert 'missing=0 extra=0' in p.stdout.strip().splitlines()[-1]
+    failed = {s['file']: s for s in map(json.loads, open(status)) if s['status'] == 'failed'}
+    assert sorted(failed) == ['bloat.xml', 'sample-source-xml-wrong-schema--600000.xml']
+    assert 'wrong root element <Journals>' in failed['bloat.xml']['error']
+    assert 'wrong product line' in failed['sample-source-xml-wrong-schema--600000.xml']['error']
