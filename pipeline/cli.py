@@ -126,7 +126,8 @@ def _make_source(args, contract, target_url=None, schema=None):
     try:
         return make_source(args.source, contract, source_table=args.source_table, source_column=args.source_column,
                            opts=_read_options(args), resume_target=target_url, resume_schema=schema,
-                           dialect=args.dialect, chunk_docs=args.chunk_docs or None)
+                           dialect=args.dialect, chunk_docs=args.chunk_docs or None,
+                           record_element=args.record_element)
     except SourceError as e:
         raise ConfigError(str(e)) from None
 

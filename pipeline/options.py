@@ -32,6 +32,10 @@ class MigrationOptions(PipelineOptions):
                        help='Source table instead of the contract\'s source_table ([schema.]table).')
         g.add_argument('--source-column', dest='source_column', default=None,
                        help='XML column instead of the contract\'s source_column.')
+        g.add_argument('--record-element', dest='record_element', default=None,
+                       help='When --source is one XML file holding many documents (its root is not the contract\'s '
+                            'root element), the element that is one document. Default: the contract\'s '
+                            'xml_root_element (e.g. Provenir). The file is streamed in constant memory.')
         g.add_argument('--target', required=False,
                        help='Database to write to: sqlite:///PATH or odbc:<connection string>. ${VAR} in the string '
                             'is taken from the environment (keep passwords there). Passwords are never printed.')
