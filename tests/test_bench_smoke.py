@@ -1,0 +1,50 @@
+"""Smoke test of bench/throughput.py: a tiny generated corpus into SQLite; the JSON has every field with sane
+values. Speed is never asserted here (the machine is shared); the numbers only have to exist and be positive."""
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_throughput_bench_json(tmp_path):
+    out = tmp_path / 'bench.json'
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'bench', 'throughput.py'), '--docs', '40',
+                        '--corpus', 'generated', '--target', 'sqlite', '--json', str(out),
+                        '--workdir', str(tmp_path / 'work')],
+                       cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    d = json.loads(out.read_text())
+    for k in ('docs_per_min', 'rows_per_s', 'parse_only_docs_per_min', 'partial_parse_docs_per_min',
+              'ratio_to_parse_limit', 'no_beam_docs_per_min', 'peak_rss_mb', 'docs', 'cores',
+              'ratio_to_baseline', 'baseline_docs_per_min'):
+        assert k in d, k
+    assert d['docs'] == 40
+    assert d['cores'] >= 1
+    e = d['end_to_end']
+    assert e['invariant_holds'] and e['read'] == e['written'] + e['dead_lettered'] == 40
+    assert d['no_beam']['docs'] == 40
+    assert d['parse_full']['docs'] == 40
+    for k in ('docs_per_min', 'rows_per_s', 'parse_only_docs_per_min', 'partial_parse_docs_per_min',
+              'no_beam_docs_per_min', 'ratio_to_parse_limit'):
+        assert isinstance(d[k], (int, float)) and d[k] > 0, k
+    assert 20 < d['peak_rss_mb'] < 8192
+    assert d['rows'] > 0 and e['rows_in_target']['app_base'] == e['written']
+    assert 'machine' in d and d['machine'].get('nproc')
+    assert 'documents' in r.stdout and 'parse-only limit' in r.stdout
+
+
+def test_cc_corpus_ids_are_rewritten_consistently():
+    sys.path.insert(0, os.path.join(ROOT, 'bench'))
+    import corpus
+    doc = (b'<Provenir><Request Trans="" ID="123"><CustData><application>'
+           b'<contact con_id="55" ac_role_tp_c="PR"/><contact con_id="56"/></application></CustData></Request>'
+           b'</Provenir>')
+    assert corpus.replicate(doc, 0) == doc
+    k2 = corpus.replicate(doc, 2)
+    off = 2 * corpus.OFFSET
+    assert f'ID="{123 + off}"'.encode() in k2
+    assert f'con_id="{55 + off}"'.encode() in k2 and f'con_id="{56 + off}"'.encode() in k2
+    assert k2.replace(str(123 + off).encode(), b'123').replace(str(55 + off).encode(), b'55') \
+        .replace(str(56 + off).encode(), b'56') == doc
