@@ -110,11 +110,11 @@ def _prolog_end(text):
 _BODY_MARKUP = re.compile(r'<\?|<!\[CDATA\[|<!--')
 
 
-def _first_pi(text, start):
-    """Index of the first processing instruction at or after `start` outside comments and CDATA, or -1. Linear."""
-    pos = start
+def _first_pi(text, start, end=None):
+    """Index of the first processing instruction in [start, end) outside comments and CDATA, or -1. Linear."""
+    pos, end = start, len(text) if end is None else end
     while True:
-        m = _BODY_MARKUP.search(text, pos)
+        m = _BODY_MARKUP.search(text, pos, end)
         if m is None:
             return -1
         tok = m.group()
@@ -138,9 +138,9 @@ _TAG_NAME = re.compile(r'<[A-Za-z_][^\s/>]*')
 _ATTRIBUTE = re.compile(r'''\s+[^\s=<>"'/]+\s*=\s*(?:"[^"]*"|'[^']*')''')
 
 
-def _too_many_attributes(text, limit):
+def _too_many_attributes(text, limit, end=None):
     long_stretch = re.compile(r'<[A-Za-z_][^<]{%d,}' % (5 * limit))
-    for m in long_stretch.finditer(text):
+    for m in long_stretch.finditer(text, 0, len(text) if end is None else end):
         pos, count = _TAG_NAME.match(text, m.start()).end(), 0
         while True:
             a = _ATTRIBUTE.match(text, pos)
@@ -160,8 +160,17 @@ def check_source_app_id(doc: Doc) -> Doc:
     return doc._replace(app_id=parse_app_id(doc.app_id, where='source app_id'))
 
 
-def validate_document(doc: Doc, limits: Limits = Limits(), root_element: Optional[str] = None) -> Doc:
-    """Checks that need no parser. Returns the Doc with its payload as clean UTF-8 bytes."""
+# The partial parser feeds 16 KB chunks: it may read this far past the closing tag of its stop element.
+PARSE_SLACK = 16 * 1024
+
+
+def validate_document(doc: Doc, limits: Limits = Limits(), root_element: Optional[str] = None,
+                      parsed_until: Optional[str] = None) -> Doc:
+    """Checks that need no parser. Returns the Doc with its payload as clean UTF-8 bytes.
+
+    `parsed_until`: the closing tag after which the (partial) parser stops reading, e.g. '</application>'. The
+    scans that protect the parser (processing instructions, attribute bombs) then cover only what it will read,
+    plus its chunk of slack; the rest of the document is never parsed."""
     doc = check_source_app_id(doc)
     xml = doc.xml
     if xml is None:
@@ -198,8 +207,13 @@ def validate_document(doc: Doc, limits: Limits = Limits(), root_element: Optiona
         raise StageError(STAGE, 'document is truncated: it does not end with ">"')
     if root_element and not tail.endswith(f'</{root}>') and not tail.endswith('/>'):
         raise StageError(STAGE, f'document is truncated: it does not end with </{root[:50]}>')
+    body_end = None
+    if parsed_until:
+        at = text.find(parsed_until, start)
+        if at >= 0:
+            body_end = min(len(text), at + len(parsed_until) + PARSE_SLACK)
     if pi < 0:
-        pi = _first_pi(text, start)
+        pi = _first_pi(text, start, body_end)
     if pi >= 0:
         raise StageError(STAGE, f'processing instruction <?{_pi_name(text, pi)}?> not allowed (only the XML '
                                 'declaration may appear)')
@@ -209,7 +223,7 @@ def validate_document(doc: Doc, limits: Limits = Limits(), root_element: Optiona
     if tags > limits.max_elements:
         raise StageError(STAGE, f'document has {tags} tags, over the limit of {limits.max_elements} elements '
                                 '(--max-elements)')
-    if _too_many_attributes(text, limits.max_attributes):
+    if _too_many_attributes(text, limits.max_attributes, body_end):
         raise StageError(STAGE, f'an element has more than {limits.max_attributes} attributes (--max-attributes)')
     clean = text.encode('utf-8')
     return doc._replace(xml=clean, original=None if clean == xml else xml)
@@ -274,9 +288,11 @@ def internal_reason(exc):
 class ValidateFn(beam.DoFn):
     """Doc → Doc (clean bytes) or a DeadLetter on the 'dead_letter' tag."""
 
-    def __init__(self, limits: Limits = Limits(), root_element: Optional[str] = None):
+    def __init__(self, limits: Limits = Limits(), root_element: Optional[str] = None,
+                 parsed_until: Optional[str] = None):
         self.limits = limits
         self.root_element = root_element
+        self.parsed_until = parsed_until
         self.read = beam.metrics.Metrics.counter('migration', 'docs_read')
         self.failed = beam.metrics.Metrics.counter('migration', 'validation_failed')
         self.bytes_read = beam.metrics.Metrics.counter('migration', 'bytes_read')
@@ -290,7 +306,7 @@ class ValidateFn(beam.DoFn):
         if doc.xml is not None:
             self.bytes_read.inc(len(doc.xml))
         try:
-            yield validate_document(doc, self.limits, self.root_element)
+            yield validate_document(doc, self.limits, self.root_element, self.parsed_until)
         except StageError as e:
             self.failed.inc()
             log.info('dead letter: source=%s stage=%s reason=%s', doc.source, e.stage, e.reason)

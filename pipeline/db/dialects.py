@@ -91,7 +91,9 @@ _TRANSIENT_TEXT = re.compile(r'database (table )?is locked|database is busy|conn
                              r'terminating connection', re.I)
 _FATAL_TEXT = re.compile(r'no such table|no such column|has no column named|readonly database|'
                          r'unable to open database|Invalid object name|Invalid column name|'
-                         r'permission denied|does not exist', re.I)
+                         r'permission denied|does not exist|'
+                         r'database or disk is full|disk is full|no space left on device|could not extend file|'
+                         r'disk I/O error|log file .* is full|\(1105\)|\(9002\)', re.I)
 
 
 class Dialect:
@@ -183,7 +185,7 @@ class Dialect:
                 return TRANSIENT
             if state.startswith(('22', '23')):
                 return DATA
-            if state.startswith(('42', '28', 'IM', '3D', '3F')):
+            if state.startswith(('42', '28', 'IM', '3D', '3F', '53')):    # 53: insufficient resources (disk full)
                 return FATAL
         if _TRANSIENT_TEXT.search(msg):
             return TRANSIENT
