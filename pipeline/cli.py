@@ -6,6 +6,7 @@ Configuration errors end with one clear line on stderr and exit status 2 before 
 """
 import argparse
 import datetime as dt
+import json
 import logging
 import os
 import sys
@@ -268,6 +269,8 @@ def cmd_run(argv):
             raise ConfigError(f'--{need} is required (see --help)')
     contract = load_contract_or_fail(args.contract)
     limits = _limits(args)
+    if args.processes > 1:
+        return _run_processes(argv, args, contract)
     from pipeline.db.plan import prepare_sink, target_schema
     from pipeline.db.targets import parse_target
     # The source is checked first: nothing is created in the target for a job that cannot read anything.
@@ -293,6 +296,112 @@ def cmd_run(argv):
     st_parts.join()
     summary.extra.update({'session_id': session, 'source': source.describe(), 'target': sink.display})
     return _finish(summary, args, fdir)
+
+
+_WITH_VALUE = ('--processes', '--tables', '--summary-json', '--metrics-json', '--dead-letter', '--status',
+               '--session-id', '--shard-count', '--shard-index')
+_FLAGS = ('--create-tables',)
+
+
+def _strip_options(argv, with_value=_WITH_VALUE, flags=_FLAGS):
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        name = a.split('=', 1)[0]
+        if name in flags:
+            continue
+        if name in with_value:
+            skip = '=' not in a
+            continue
+        out.append(a)
+    return out
+
+
+def _run_processes(argv, args, contract):
+    """--processes N: N shard processes of this same command on this machine, one summary."""
+    import subprocess
+    import tempfile
+    import threading
+    from pipeline.db.plan import prepare_sink, target_schema
+    from pipeline.db.targets import parse_target
+    from pipeline.summary import Summary, merge_metrics_files
+    n = args.processes
+    if args.shard_count is not None:
+        raise ConfigError('--processes shards the job itself: it does not combine with --shard-count/--shard-index')
+    if not _is_direct(args.beam_args):
+        raise ConfigError('--processes is for local runs; on a cluster runner the runner spreads the work')
+    is_table = args.source.startswith(('sqlite:', 'odbc:'))
+    if is_table and args.limit is not None:
+        raise ConfigError('--limit does not combine with --processes for a table source (each shard would take '
+                          'its own N); run one process, or use --app-id-start/--app-id-end')
+    # Check everything once, create the tables once, before any process starts.
+    schema = target_schema(parse_target(args.target, dialect=args.dialect), contract.target_schema)
+    for i in range(n):
+        args.shard_count, args.shard_index = n, i
+        _make_source(args, contract, target_url=args.target, schema=schema)
+    args.shard_count = args.shard_index = None
+    tables = resolve_contract_path(args.tables) if args.tables else None
+    sink = prepare_sink(args.target, contract, tables_spec=tables, create=args.create_tables, dialect=args.dialect)
+    session = args.session_id or dt.datetime.now(dt.timezone.utc).strftime('run-%Y%m%dT%H%M%SZ')
+    work = tempfile.mkdtemp(prefix='xmlsql-procs-')
+    base = _strip_options(argv)
+    dl, st = _part_paths(args.dead_letter, n), _part_paths(args.status, n)
+    procs, t0 = [], time.monotonic()
+    for i in range(n):
+        cmd = [sys.executable, '-m', 'pipeline', 'run', *base, '--shard-count', str(n), '--shard-index', str(i),
+               '--session-id', session, '--summary-json', os.path.join(work, f's{i}.json')]
+        if args.metrics_json:
+            cmd += ['--metrics-json', os.path.join(work, f'm{i}.json')]
+        for opt, parts in (('--dead-letter', dl), ('--status', st)):
+            path = parts.next()
+            if path:
+                cmd += [opt, path]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    log.info('%d shard processes started (session %s), target %s', n, session, sink.display)
+
+    def relay(i, stream):
+        for line in stream:
+            if not line.startswith('SUMMARY '):
+                sys.stderr.write(f'[shard {i}] {line}')
+    threads = [threading.Thread(target=relay, args=(i, p.stderr), daemon=True) for i, p in enumerate(procs)]
+    for t in threads:
+        t.start()
+    outs = [p.stdout.read() for p in procs]
+    codes = [p.wait() for p in procs]
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - t0
+    dl.join()
+    st.join()
+    total = Summary(0, 0, 0, 0, 0.0)
+    for i in range(n):
+        path = os.path.join(work, f's{i}.json')
+        if not os.path.exists(path):
+            continue
+        d = json.load(open(path))
+        total = total.merge(Summary(d['read'], d['written'], d['dead_lettered'], d['rows'], 0.0,
+                                    d.get('skipped_already_done', 0),
+                                    {'dead_lettered_by_stage': d.get('dead_lettered_by_stage', {}),
+                                     'quality_warnings': d.get('quality_warnings', 0),
+                                     'docs_with_quality_warnings': d.get('docs_with_quality_warnings', 0),
+                                     'counters': d.get('counters', {})}))
+    total.elapsed_s = elapsed
+    total.extra.update({'session_id': session, 'processes': n, 'target': sink.display,
+                        'shard_exit_codes': codes})
+    bad = [i for i, c in enumerate(codes) if c != 0]
+    if bad:
+        print(total.line(), flush=True)
+        raise RunStopped(f'shard process(es) {bad} ended with exit code(s) {[codes[i] for i in bad]} (their '
+                         'errors are above); documents completed so far are in processing_log; re-run the same '
+                         'command to resume')
+    if args.metrics_json:
+        merge_metrics_files([os.path.join(work, f'm{i}.json') for i in range(n)], total, args.metrics_json)
+    import shutil
+    shutil.rmtree(work, ignore_errors=True)
+    args.metrics_json = None          # written above, merged
+    return _finish(total, args)
 
 
 def cmd_map(argv):

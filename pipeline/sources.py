@@ -440,7 +440,17 @@ def make_source(url_or_path, contract, source_table=None, source_column=None, op
         except (StreamError, StageError) as e:
             raise SourceError(str(e)) from None
         if root and root != contract.root_element:
+            if opts.shard_count:
+                raise SourceError('one container file cannot be sharded (--shard-count/--processes): every shard '
+                                  'would parse the whole file; split it, or run one process')
             return StreamFileSource(url_or_path, record_element or contract.root_element, limit=opts.limit,
                                     chunk_docs=chunk_docs)
-    return FileSource(url_or_path, limit=opts.limit, chunk_docs=chunk_docs)
+    src = FileSource(url_or_path, limit=opts.limit, chunk_docs=chunk_docs)
+    if opts.shard_count:
+        # Files have no app_id before parsing: shard them by position in the sorted listing.
+        paths = src.paths[opts.shard_index::opts.shard_count]
+        if not paths:
+            raise SourceError(f'shard {opts.shard_index} of {opts.shard_count} has no files at {url_or_path!r}')
+        src = FileSource(url_or_path, chunk_docs=chunk_docs, _paths=paths, _root=src.root)
+    return src
 

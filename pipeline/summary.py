@@ -167,3 +167,29 @@ def write_metrics_json(summary: Summary, path, failures_dir=None):
     })
     with open(path, 'w', encoding='utf-8') as f:
         json.dump(d, f, indent=2, sort_keys=True, default=str)
+
+
+def merge_metrics_files(paths, total: Summary, out_path):
+    """One --metrics-json for a job run as several shard processes."""
+    import os
+    merged = total.as_dict()
+    merged.pop('counters', None)
+    failed, by_reason, rows, stage = [], {}, {}, {}
+    for p in paths:
+        if not os.path.exists(p):
+            continue
+        d = json.load(open(p, encoding='utf-8'))
+        failed += d.get('failed', [])
+        for st, reasons in d.get('dead_lettered_by_stage_and_reason', {}).items():
+            for r, n in reasons.items():
+                by_reason.setdefault(st, {})
+                by_reason[st][r] = by_reason[st].get(r, 0) + n
+        for t, n in d.get('rows_by_table', {}).items():
+            rows[t] = rows.get(t, 0) + n
+        for k, v in d.get('stage_cpu_seconds', {}).items():
+            stage[k] = round(stage.get(k, 0) + v, 3)
+    merged.update({'failed': failed[:MAX_FAILED_LISTED], 'failed_listed': min(len(failed), MAX_FAILED_LISTED),
+                   'dead_lettered_by_stage_and_reason': by_reason, 'rows_by_table': dict(sorted(rows.items())),
+                   'stage_cpu_seconds': stage, 'counters': total.extra.get('counters', {})})
+    with open(out_path, 'w', encoding='utf-8') as f:
+        json.dump(merged, f, indent=2, sort_keys=True, default=str)

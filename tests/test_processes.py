@@ -1,0 +1,71 @@
+"""--processes N: the job split into N shard processes on one machine, one summary; the same rows as one process."""
+import json
+import re
+import sqlite3
+
+import pytest
+
+from pipeline.cli import main as cli
+from pipeline.generate import write_sqlite_source, write_xml_folder
+
+SUMMARY = re.compile(r'^SUMMARY read=(\d+) written=(\d+) dead_lettered=(\d+) rows=(\d+)', re.M)
+TABLES = ['app_base', 'app_contact_base', 'app_pricing_cc', 'app_contact_address', 'app_contact_employment',
+          'app_historical_lookup', 'scores']
+
+
+def summary(capsys):
+    out = capsys.readouterr().out
+    m = SUMMARY.search(out)
+    assert m, out[-2000:]
+    read, written, dead, rows = map(int, m.groups())
+    assert read == written + dead
+    return read, written, dead, rows
+
+
+def contents(db):
+    c = sqlite3.connect(db)
+    try:
+        out = {}
+        for t in TABLES + ['dead_letter']:
+            cols = [r[1] for r in c.execute(f'PRAGMA table_info({t})') if r[1] not in ('rowstamp', 'id', 'created_at')]
+            out[t] = sorted(map(repr, c.execute(f'SELECT {", ".join(cols)} FROM {t}')))
+        out['ledger'] = sorted(c.execute('SELECT app_id, status, stage FROM processing_log'))
+        return out
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize('kind', ['table', 'folder'])
+def test_shard_processes_write_what_one_process_writes(tmp_path, capsys, kind):
+    if kind == 'table':
+        write_sqlite_source(str(tmp_path / 'src.db'), 160, seed=31)
+        source = f'sqlite:///{tmp_path}/src.db'
+    else:
+        write_xml_folder(str(tmp_path / 'xml'), 160, seed=31)
+        source = str(tmp_path / 'xml')
+    common = ['--contract', 'credit_app', '--source', source, '--tables', 'credit_app_tables', '--create-tables']
+    assert cli(['run', *common, '--target', f'sqlite:///{tmp_path}/one.db']) == 0
+    one = summary(capsys)
+    assert cli(['run', *common, '--target', f'sqlite:///{tmp_path}/three.db', '--processes', '3',
+                '--dead-letter', str(tmp_path / 'dl.jsonl'), '--metrics-json', str(tmp_path / 'm.json')]) == 0
+    three = summary(capsys)
+    assert three == one and three[0] == 160
+    assert contents(f'{tmp_path}/three.db') == contents(f'{tmp_path}/one.db')
+    dl = [json.loads(x) for x in open(tmp_path / 'dl.jsonl')]
+    assert len(dl) == three[2] and all(d['reason'] and d['stage'] for d in dl)
+    m = json.load(open(tmp_path / 'm.json'))
+    assert (m['read'], m['written'], m['dead_lettered']) == three[:3] and len(m['failed']) == three[2]
+    # A second run with processes resumes: only the failed documents are read again.
+    assert cli(['run', *common[:4], '--target', f'sqlite:///{tmp_path}/three.db', '--processes', '2']) == 0
+    again = summary(capsys)
+    assert again[0] == three[2] and again[1] == 0
+
+
+def test_processes_refuses_what_it_cannot_split(tmp_path, capsys):
+    write_sqlite_source(str(tmp_path / 'src.db'), 10, seed=1)
+    rc = cli(['run', '--contract', 'credit_app', '--source', f'sqlite:///{tmp_path}/src.db', '--target',
+              f'sqlite:///{tmp_path}/t.db', '--processes', '2', '--shard-count', '2', '--shard-index', '0'])
+    assert rc == 2 and 'does not combine' in capsys.readouterr().err
+    rc = cli(['run', '--contract', 'credit_app', '--source', f'sqlite:///{tmp_path}/src.db', '--target',
+              f'sqlite:///{tmp_path}/t.db', '--processes', '2', '--limit', '5'])
+    assert rc == 2 and '--limit' in capsys.readouterr().err
