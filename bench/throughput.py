@@ -4,6 +4,7 @@ run.
     python bench/throughput.py --docs 5000 --target sqlite --json out.json [--corpus cc|generated] [--workers W]
 
 1. end to end: `python -m pipeline run` as a subprocess on DirectRunner (Beam's FnApiRunner; with W > 1
+   the pipeline's `--processes W` shard processes, or with `--mode multi_processing` Beam's
    `--direct_running_mode=multi_processing --direct_num_workers=W`) from a SQLite source table into a fresh
    target; docs/min over the subprocess's wall time (interpreter start, planning and all), rows/s, and the peak
    RSS of the whole process tree (psutil, sampled every 50 ms).
@@ -224,7 +225,9 @@ def run_pipeline(c, target_url, args, workdir, label):
         cmd += ['--fetch-size', str(args.fetch_size)]
     if args.partitions:
         cmd += ['--partitions', str(args.partitions)]
-    if args.workers > 1:
+    if args.workers > 1 and args.mode == 'processes':
+        cmd += ['--processes', str(args.workers)]
+    elif args.workers > 1:
         cmd += ['--direct_running_mode=multi_processing', f'--direct_num_workers={args.workers}']
     cmd += args.pipeline_arg or []
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
@@ -487,6 +490,9 @@ def main(argv=None):
     ap.add_argument('--corpus', choices=['cc', 'generated'], default='cc',
                     help='cc: the 165 CC samples replicated (default); generated: pipeline.generate')
     ap.add_argument('--workers', type=int, default=1, help='processes (Beam direct_num_workers, pool size). Default 1')
+    ap.add_argument('--mode', choices=['processes', 'multi_processing'], default='processes',
+                    help='how the end-to-end run uses W > 1 workers: the pipeline\'s --processes W shard processes '
+                         '(default), or Beam\'s --direct_running_mode=multi_processing --direct_num_workers=W')
     ap.add_argument('--parse-mode', dest='parse_mode', choices=['partial', 'full'], default='partial')
     ap.add_argument('--batch-size', dest='batch_size', type=int, default=None, help='pipeline --batch-size '
                     '(default: the pipeline\'s); also the no-Beam loop\'s batch (default 200)')
@@ -554,7 +560,8 @@ def main(argv=None):
         dpm = e2e['docs_per_min']
         res = {
             'docs': e2e['read'], 'corpus': c.name, 'corpus_mb': round(c.bytes / 2 ** 20, 1),
-            'target': args.target, 'workers': args.workers, 'cores': machine['cores_usable'],
+            'target': args.target, 'workers': args.workers, 'mode': args.mode if args.workers > 1 else 'one process',
+            'cores': machine['cores_usable'],
             'parse_mode': args.parse_mode, 'batch_size': args.batch_size, 'chunk_docs': args.chunk_docs,
             'docs_per_min': dpm, 'rows_per_s': e2e['rows_per_s'], 'rows': e2e['rows'],
             'peak_rss_mb': e2e['peak_rss_mb'],

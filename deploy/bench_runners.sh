@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # docs/min of one generated corpus on three runners: DirectRunner in_memory, DirectRunner multi_processing
-# (2 workers) and the portable runner (local job service, LOOPBACK). Each run gets a fresh copy of the corpus
+# (2 workers), the pipeline's own --processes 2 (two in_memory shard processes) and the portable runner (local
+# job service, LOOPBACK). Each run gets a fresh copy of the corpus
 # (source and target in one SQLite file), so every run writes everything. Prints one line per run.
 #   deploy/bench_runners.sh [DOCS=2000] [REPEAT=2]      (EXTERNAL=1 adds the EXTERNAL worker-pool runs)
 set -euo pipefail
@@ -24,6 +25,7 @@ run() {   # label, then how to start it
 for i in $(seq 1 "$REPEAT"); do
   run "in_memory#$i" "$PYTHON" -m pipeline run
   run "multi_processing(2)#$i" "$PYTHON" -m pipeline run --direct_running_mode=multi_processing --direct_num_workers=2
+  run "processes(2)#$i" "$PYTHON" -m pipeline run --processes 2
   run "portable_loopback#$i" "$here/deploy/portable_local.sh" loopback
   if [ "${EXTERNAL:-0}" = 1 ]; then run "portable_external#$i" "$here/deploy/portable_local.sh" external; fi
 done

@@ -213,6 +213,25 @@ def _update_set(d: Dialect, meta: TableMeta, columns: Sequence[str], src: str, t
 
 # ================================================================================================= sqlite
 
+def _insert_on_conflict(d: Dialect, meta: TableMeta, columns: Sequence[str], nrows: int = 1) -> str:
+    """INSERT … VALUES (…)[, (…)…] ON CONFLICT (pk) DO UPDATE — the upsert PostgreSQL and SQLite share. The
+    WHERE on the owner column keeps a key that belongs to another app_id untouched (the sink then reports it)."""
+    pk = meta.primary_key
+    one = '(' + ', '.join('?' * len(columns)) + ')'
+    sql = (f'INSERT INTO {d.qualify(meta.name, meta.schema)} ({d.cols(columns)}) '
+           f'VALUES {", ".join([one] * nrows)}')
+    sets = _update_set(d, meta, columns, 'excluded.')
+    if not pk:
+        return sql
+    if not sets:
+        return sql + f' ON CONFLICT ({d.cols(pk)}) DO NOTHING'
+    sql += f' ON CONFLICT ({d.cols(pk)}) DO UPDATE SET {", ".join(sets)}'
+    if meta.owner_column and meta.owner_column in columns:
+        o = d.quote(meta.owner_column)
+        sql += f' WHERE {d.quote(meta.name)}.{o} = excluded.{o}'
+    return sql
+
+
 class SQLiteDialect(Dialect):
     name = 'sqlite'
     supports_schema = False      # sqlite has no schemas: the contract's target_schema is ignored
@@ -262,19 +281,7 @@ class SQLiteDialect(Dialect):
         return v
 
     def upsert_sql(self, meta, columns, nrows=1):
-        pk = meta.primary_key
-        sql = (f'INSERT INTO {self.qualify(meta.name, meta.schema)} ({self.cols(columns)}) '
-               f'VALUES ({", ".join("?" * len(columns))})')
-        sets = _update_set(self, meta, columns, 'excluded.')
-        if not pk:
-            return sql
-        if not sets:
-            return sql + f' ON CONFLICT ({self.cols(pk)}) DO NOTHING'
-        sql += f' ON CONFLICT ({self.cols(pk)}) DO UPDATE SET {", ".join(sets)}'
-        if meta.owner_column and meta.owner_column in columns:
-            o = self.quote(meta.owner_column)
-            sql += f' WHERE {self.quote(meta.name)}.{o} = excluded.{o}'
-        return sql
+        return _insert_on_conflict(self, meta, columns, nrows)
 
     def upsert(self, cur, meta, columns, rows):
         cur.executemany(self.upsert_sql(meta, columns), [[self.adapt(v) for v in r] for r in rows])
@@ -377,20 +384,7 @@ class PostgresDialect(Dialect):
         return v
 
     def upsert_sql(self, meta, columns, nrows=1):
-        pk = meta.primary_key
-        one = '(' + ', '.join('?' * len(columns)) + ')'
-        sql = (f'INSERT INTO {self.qualify(meta.name, meta.schema)} ({self.cols(columns)}) '
-               f'VALUES {", ".join([one] * nrows)}')
-        sets = _update_set(self, meta, columns, 'EXCLUDED.')
-        if not pk:
-            return sql
-        if not sets:
-            return sql + f' ON CONFLICT ({self.cols(pk)}) DO NOTHING'
-        sql += f' ON CONFLICT ({self.cols(pk)}) DO UPDATE SET {", ".join(sets)}'
-        if meta.owner_column and meta.owner_column in columns:
-            o = self.quote(meta.owner_column)
-            sql += f' WHERE {self.quote(meta.name)}.{o} = EXCLUDED.{o}'
-        return sql
+        return _insert_on_conflict(self, meta, columns, nrows)
 
     def upsert(self, cur, meta, columns, rows):
         per = max(1, min(self.rows_per_statement, self.max_params // max(1, len(columns))))
