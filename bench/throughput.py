@@ -142,15 +142,25 @@ def _pg_url(args):
     return url
 
 
-def create_tables(tables, url, log):
+def target_schema_of(url, contract):
+    """The schema the pipeline writes to on a server target: the contract's target_schema (SQLite has none)."""
+    if url.startswith('sqlite:'):
+        return None
+    with open(contract, encoding='utf-8') as f:
+        return json.load(f).get('target_schema') or None
+
+
+def create_tables(tables, url, log, schema=None):
     cmd = [sys.executable, '-m', 'pipeline', 'create-tables', '--tables', tables, '--target', url]
+    if schema:
+        cmd += ['--schema', schema]
     r = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if r.returncode != 0:
         raise RuntimeError(f'create-tables failed ({r.returncode}): {r.stderr.strip()[-800:]}')
     log.write(r.stderr)
 
 
-def count_rows(url, tables):
+def count_rows(url, tables, schema=None):
     if url.startswith('sqlite:///'):
         conn = sqlite3.connect(url[len('sqlite:///'):])
     else:
@@ -160,7 +170,7 @@ def count_rows(url, tables):
         out = {}
         for t in tables:
             try:
-                q = f'SELECT COUNT(*) FROM {t}'
+                q = f'SELECT COUNT(*) FROM {schema + "." if schema else ""}{t}'
                 out[t] = int(conn.execute(q).fetchone()[0])
             except Exception:
                 out[t] = None
@@ -537,14 +547,14 @@ def main(argv=None):
         runs = []
         for i in range(args.repeat):
             url = targets.fresh(f'e2e{i}')
-            create_tables(c.tables, url, setup_log)
+            create_tables(c.tables, url, setup_log, target_schema_of(url, corpus_mod.contract_path(c)))
             print(f'end to end run {i + 1}/{args.repeat} ...', file=sys.stderr)
             runs.append(run_pipeline(c, url, args, workdir, f'e2e{i}'))
             print(f"  {runs[-1]['docs_per_min']:,.0f} docs/min, {runs[-1]['peak_rss_mb']:.0f} MB peak RSS",
                   file=sys.stderr)
         runs_sorted = sorted(runs, key=lambda r: r['docs_per_min'])
         e2e = runs_sorted[(len(runs_sorted) - 1) // 2]     # the median; of two runs, the slower
-        e2e['rows_in_target'] = count_rows(url, tables)
+        e2e['rows_in_target'] = count_rows(url, tables, target_schema_of(url, corpus_mod.contract_path(c)))
 
         full = partial = nob = None
         if 'parse' not in args.skip:
@@ -554,7 +564,7 @@ def main(argv=None):
         if 'nobeam' not in args.skip:
             print('no-Beam loop ...', file=sys.stderr)
             url_nb = targets.fresh('nobeam')
-            create_tables(c.tables, url_nb, setup_log)
+            create_tables(c.tables, url_nb, setup_log, target_schema_of(url_nb, corpus_mod.contract_path(c)))
             nob = no_beam(c, url_nb, args.workers, args.parse_mode, args.batch_size or 200)
 
         dpm = e2e['docs_per_min']
