@@ -14,7 +14,7 @@ import os
 import re
 import sqlite3
 import sys
-from typing import Iterator, List, NamedTuple, Optional, Tuple
+from typing import Iterator, List, NamedTuple, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED = os.path.join(os.path.dirname(REPO), 'shared', 'seed-corpus', 'cc')

@@ -363,7 +363,7 @@ def _nobeam_init(state):
     _init_worker(state)
     from contracts import compile_contract, load_contract
     from pipeline.db.meta import fk_tiers, introspect
-    from pipeline.db.plan import contract_columns, target_schema
+    from pipeline.db.plan import target_schema
     from pipeline.db.targets import parse_target
     from transforms.parse import ParseSpec
     contract = load_contract(state['contract'])

@@ -282,7 +282,6 @@ def cmd_run(argv):
     log.info('source: %s', source.describe())
     log.info('target: %s (%s), tables in FK tiers %s', sink.display, sink.dialect, sink.tiers)
     from pipeline.graph import build_pipeline
-    from pipeline.summary import summarize
     dl_parts = _part_paths(args.dead_letter, len(source.chunks()))
     st_parts = _part_paths(args.status, len(source.chunks()))
     fdir = _failures_dir(args)
@@ -368,7 +367,8 @@ def _run_processes(argv, args, contract):
     threads = [threading.Thread(target=relay, args=(i, p.stderr), daemon=True) for i, p in enumerate(procs)]
     for t in threads:
         t.start()
-    outs = [p.stdout.read() for p in procs]
+    for p in procs:
+        p.stdout.read()           # drained so that no child blocks on a full pipe; the summary comes from its JSON
     codes = [p.wait() for p in procs]
     for t in threads:
         t.join()
@@ -419,7 +419,6 @@ def cmd_map(argv):
     args.source = args.input
     source = _make_source(args, contract)
     from pipeline.graph import build_pipeline
-    from pipeline.summary import summarize
     n = len(source.chunks())
     rows, status, dl = _part_paths(args.output, n), _part_paths(args.status, n), _part_paths(args.dead_letter, n)
     fdir = _failures_dir(args)

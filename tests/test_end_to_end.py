@@ -13,13 +13,11 @@ from lxml import etree
 
 from pipeline.cli import main as cli
 from pipeline.generate import generate_documents, write_sqlite_source, write_xml_folder
+from helpers import SUMMARY, SAMPLE_TABLES
 
 N_DOCS = 120
 SEED = 11
-SUMMARY = re.compile(r'^SUMMARY read=(\d+) written=(\d+) dead_lettered=(\d+) rows=(\d+) docs_per_min=([\d.]+)$',
-                     re.M)
-TABLES = ['app_base', 'app_contact_base', 'app_pricing_cc', 'app_contact_address', 'app_contact_employment',
-          'app_historical_lookup', 'scores']
+TABLES = SAMPLE_TABLES
 
 
 def run_cli(capsys, *args):

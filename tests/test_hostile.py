@@ -16,7 +16,6 @@ import random
 import re
 import socket
 import sqlite3
-import subprocess
 import sys
 import threading
 import time
@@ -29,9 +28,9 @@ from transforms.errors import StageError
 from transforms.parse import ParseSpec, parse_document
 from transforms.records import Doc
 from transforms.validate import Limits, validate_document
+from helpers import SUMMARY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SUMMARY = re.compile(r'^SUMMARY read=(\d+) written=(\d+) dead_lettered=(\d+) rows=(\d+)', re.M)
 SPEC = ParseSpec(root_element='Provenir', application_path='/Provenir/Request/CustData/application',
                  app_id_source=('/Provenir/Request', 'ID'),
                  stop_after_path='/Provenir/Request/CustData/application', mode='partial')
@@ -260,7 +259,7 @@ def run_measured(argv, env=None, timeout=600):
 def summary_of(stdout):
     m = SUMMARY.search(stdout)
     assert m, f'no SUMMARY line: {stdout[-2000:]}'
-    return dict(zip(('read', 'written', 'dead', 'rows'), map(int, m.groups())))
+    return dict(zip(('read', 'written', 'dead', 'rows'), map(int, m.groups()[:4])))
 
 
 def sqlite_rows(db, sql):

@@ -8,11 +8,11 @@ import sys
 import time
 
 from pipeline.generate import write_sqlite_source
+from helpers import SAMPLE_TABLES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N = 600
-TABLES = ['app_base', 'app_contact_base', 'app_pricing_cc', 'app_contact_address', 'app_contact_employment',
-          'app_historical_lookup', 'scores']
+TABLES = SAMPLE_TABLES
 
 
 def counts(db):

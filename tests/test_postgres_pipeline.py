@@ -6,7 +6,6 @@ by retry or by a re-run, with no duplicate and no lost document. Also the projec
 import collections
 import json
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -17,12 +16,11 @@ import pytest
 
 from pipeline.cli import main as cli
 from pipeline.generate import write_sqlite_source
+from helpers import SUMMARY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPUS = os.path.join(os.path.dirname(ROOT), 'shared', 'seed-corpus', 'cc')
 PG = os.environ.get('XMLSQL_TEST_PG')
-SUMMARY = re.compile(r'^SUMMARY read=(\d+) written=(\d+) dead_lettered=(\d+) rows=(\d+) docs_per_min=([\d.]+)$',
-                     re.M)
 
 pytestmark = [pytest.mark.postgres,
               pytest.mark.skipif(not PG, reason='XMLSQL_TEST_PG is not set: no PostgreSQL server for these tests '
@@ -157,7 +155,7 @@ def test_run_with_connections_killed_midway_completes_without_duplicates(tmp_pat
         assert 'Pwd=' not in p.stderr and 'xmlsql-test-pw' not in p.stderr + p.stdout
         outcomes.append(p.returncode)
         if p.returncode == 0:
-            s = summary_of(p.stdout)
+            assert summary_of(p.stdout)['read'] == 165        # and read = written + dead-lettered
             break
         stop.clear()
     print(f'connections terminated: {sum(kills)}; run exit codes: {outcomes}')

@@ -17,14 +17,12 @@ import pytest
 
 from pipeline.cli import main as cli
 from pipeline.generate import write_sqlite_source
+from helpers import SUMMARY, SAMPLE_TABLES
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N_DOCS = 150
 SEED = 23
-SUMMARY = re.compile(r'^SUMMARY read=(\d+) written=(\d+) dead_lettered=(\d+) rows=(\d+) docs_per_min=([\d.]+)$',
-                     re.M)
-TABLES = ['app_base', 'app_contact_base', 'app_pricing_cc', 'app_contact_address', 'app_contact_employment',
-          'app_historical_lookup', 'scores']
+TABLES = SAMPLE_TABLES
 RUN_TIME_COLUMNS = {'rowstamp'}          # app_historical_lookup.rowstamp: the time the row was mapped
 RUN_ARGS = ['--contract', 'credit_app', '--tables', 'credit_app_tables', '--create-tables', '--batch-size', '16',
             '--partitions', '4', '--log-level', 'WARNING']

@@ -16,17 +16,16 @@ Guarantees:
   bounded exponential backoff; when retries are exhausted SinkUnavailable is raised (the runner retries the
   bundle; upserts make that safe) rather than failing documents because the database was down.
 """
-import datetime
 import logging
 import random
 import time
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.pvalue import AsSingleton, TaggedOutput
+from apache_beam.pvalue import TaggedOutput
 
-from pipeline.db.dialects import DATA, FATAL, TRANSIENT, get_dialect
+from pipeline.db.dialects import FATAL, TRANSIENT, get_dialect
 from pipeline.db.meta import TableMeta
 from transforms.records import DeadLetter, MappedDoc, Outcome, RowGroup
 

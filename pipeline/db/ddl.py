@@ -4,7 +4,7 @@ All statements are idempotent (IF NOT EXISTS / OBJECT_ID checks) and ordered so 
 first. FKs to tables that are not created here (skip_tables, e.g. the reference tables app_enums and
 app_campaign_cc) are left out.
 """
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from pipeline.db.dialects import get_dialect
 from pipeline.db.meta import TableMeta, load_table_spec, table_from_spec

@@ -1,0 +1,10 @@
+"""Shared by the tests that drive the CLI: the SUMMARY line and the sample contract's tables."""
+import re
+
+# The one line every run ends with (pipeline/summary.py: Summary.line).
+SUMMARY = re.compile(r'^SUMMARY read=(\d+) written=(\d+) dead_lettered=(\d+) rows=(\d+) docs_per_min=([\d.]+)$',
+                     re.M)
+
+# The tables contracts/samples/credit_app.json writes.
+SAMPLE_TABLES = ['app_base', 'app_contact_base', 'app_pricing_cc', 'app_contact_address', 'app_contact_employment',
+                 'app_historical_lookup', 'scores']
