@@ -155,7 +155,9 @@ def test_run_with_connections_killed_midway_completes_without_duplicates(tmp_pat
         assert 'Pwd=' not in p.stderr and 'xmlsql-test-pw' not in p.stderr + p.stdout
         outcomes.append(p.returncode)
         if p.returncode == 0:
-            assert summary_of(p.stdout)['read'] == 165        # and read = written + dead-lettered
+            read = summary_of(p.stdout)['read']               # (summary_of checks read = written + dead-lettered)
+            # the first run reads everything; a re-run after a stopped one resumes with what is left
+            assert read == 165 if attempt == 0 else 0 < read <= 165
             break
         stop.clear()
     print(f'connections terminated: {sum(kills)}; run exit codes: {outcomes}')
