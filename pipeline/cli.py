@@ -23,7 +23,8 @@ class ConfigError(Exception):
 
 
 def _setup_logging(level):
-    logging.basicConfig(level=getattr(logging, level), format='%(asctime)s %(levelname)s %(name)s: %(message)s',
+    # force: importing Beam may already have given the root logger a handler (logging.warning on import)
+    logging.basicConfig(force=True, level=getattr(logging, level), format='%(asctime)s %(levelname)s %(name)s: %(message)s',
                         stream=sys.stderr)
     for noisy in ('apache_beam', 'apache_beam.runners', 'apache_beam.transforms'):
         logging.getLogger(noisy).setLevel(logging.WARNING if level != 'DEBUG' else logging.DEBUG)

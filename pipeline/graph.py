@@ -27,7 +27,8 @@ class Outputs(NamedTuple):
 
 
 class ProgressFn(beam.DoFn):
-    """Pass-through that logs progress of this worker at a steady interval (documents, rate, ETA)."""
+    """Pass-through that logs progress of this worker at a steady interval (documents, rate); the launcher logs
+    done/total, rate and ETA after every chunk."""
 
     def __init__(self, label, every_s, expected=None):
         self.label, self.every_s, self.expected = label, every_s, expected
@@ -41,12 +42,8 @@ class ProgressFn(beam.DoFn):
         if self.every_s and now - self.last >= self.every_s:
             self.last = now
             rate = self.n / max(now - self.t0, 1e-9) * 60
-            eta = ''
-            if self.expected:
-                left = max(self.expected - self.n, 0)
-                eta = f', ETA {left / rate * 60:.0f} s if this worker were alone' if rate else ''
-            log.info('progress %s: %d docs in this worker%s, %.0f docs/min%s', self.label, self.n,
-                     f' of {self.expected}' if self.expected else '', rate, eta)
+            log.info('progress %s: %d documents%s read by this worker, %.0f docs/min', self.label, self.n,
+                     f' of this run\'s {self.expected}' if self.expected else '', rate)
         yield element
 
 

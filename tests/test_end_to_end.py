@@ -225,3 +225,20 @@ def test_document_failing_in_a_later_tier_leaves_no_rows_behind(tmp_path, capsys
                                           (second[0],)).fetchone()
     assert stage == 'sink' and f'already belongs to app_id {first[0]}' in reason and payload == stolen
     assert conn.execute('SELECT status FROM processing_log WHERE app_id = ?', (second[0],)).fetchone()[0] == 'failed'
+
+
+def test_long_runs_report_progress_on_stderr(tmp_path):
+    """Progress lines (done / total, rate, ETA) after each chunk, in the log on stderr; stdout keeps the SUMMARY."""
+    import subprocess
+    import sys
+    db = str(tmp_path / 'src.db')
+    write_sqlite_source(db, 90, seed=2)
+    p = subprocess.run([sys.executable, '-m', 'pipeline', 'run', '--contract', 'credit_app', '--source',
+                        f'sqlite:///{db}', '--target', f'sqlite:///{tmp_path}/t.db', '--tables', 'credit_app_tables',
+                        '--create-tables', '--chunk-docs', '40'], capture_output=True, text=True, timeout=300,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert p.returncode == 0, p.stderr[-2000:]
+    lines = re.findall(r'progress: chunk (\d)/3, (\d+) of 90 documents \(\d+%\), \d+ docs/min, ETA \d+ s', p.stderr)
+    assert [(c, int(n)) for c, n in lines] == [('1', 40), ('2', 80), ('3', 90)], p.stderr[-2000:]
+    assert SUMMARY.search(p.stdout) and 'progress' not in p.stdout
+    assert 'dead letter:' not in p.stderr          # per-document lines are DEBUG; the summary counts them

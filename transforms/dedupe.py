@@ -55,7 +55,7 @@ class _DropLosersFn(beam.DoFn):
             yield mapped
             return
         self.dupes.inc()
-        log.info('dead letter: source=%s app_id=%s stage=%s reason=%s', mapped.source, mapped.app_id, STAGE, REASON)
+        log.debug('dead letter: source=%s app_id=%s stage=%s reason=%s', mapped.source, mapped.app_id, STAGE, REASON)
         yield beam.pvalue.TaggedOutput('dead', (mapped.source, mapped.app_id, kept))
 
 

@@ -51,7 +51,7 @@ class MapFn(beam.DoFn):
             mapped = map_document(parsed, self.compiled)
         except StageError as e:
             self.failed.inc()
-            log.info('dead letter: source=%s app_id=%s stage=%s reason=%s', parsed.source, parsed.app_id,
+            log.debug('dead letter: source=%s app_id=%s stage=%s reason=%s', parsed.source, parsed.app_id,
                      e.stage, e.reason)
             yield dead_letter(parsed, e.stage, e.reason, app_id=parsed.app_id)
             return

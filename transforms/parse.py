@@ -253,7 +253,7 @@ class ParseFn(beam.DoFn):
             yield parse_document(doc, self.spec)
         except StageError as e:
             self.failed.inc()
-            log.info('dead letter: source=%s stage=%s reason=%s', doc.source, e.stage, e.reason)
+            log.debug('dead letter: source=%s stage=%s reason=%s', doc.source, e.stage, e.reason)
             yield dead_letter(doc, e.stage, e.reason, app_id=e.app_id)
         except Exception as e:
             self.failed.inc()

@@ -309,7 +309,7 @@ class ValidateFn(beam.DoFn):
             yield validate_document(doc, self.limits, self.root_element, self.parsed_until)
         except StageError as e:
             self.failed.inc()
-            log.info('dead letter: source=%s stage=%s reason=%s', doc.source, e.stage, e.reason)
+            log.debug('dead letter: source=%s stage=%s reason=%s', doc.source, e.stage, e.reason)
             yield dead_letter(doc, e.stage, e.reason)
         except Exception as e:  # never to the runner
             self.failed.inc()
