@@ -26,10 +26,12 @@ def _setup_logging(level):
     # force: importing Beam may already have given the root logger a handler (logging.warning on import)
     logging.basicConfig(force=True, level=getattr(logging, level), format='%(asctime)s %(levelname)s %(name)s: %(message)s',
                         stream=sys.stderr)
+    # Beam's own loggers stay at WARNING whatever --log-level says: at DEBUG its workers print every element
+    # they process (row values, i.e. personal data), and logs must never hold those.
     for noisy in ('apache_beam', 'apache_beam.runners', 'apache_beam.transforms'):
-        logging.getLogger(noisy).setLevel(logging.WARNING if level != 'DEBUG' else logging.DEBUG)
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     # 'Deleting 1 existing files in target path': our JSONL outputs are meant to be replaced on every run.
-    logging.getLogger('apache_beam.io.filebasedsink').setLevel(logging.ERROR if level != 'DEBUG' else logging.DEBUG)
+    logging.getLogger('apache_beam.io.filebasedsink').setLevel(logging.ERROR)
 
 
 def resolve_contract_path(name_or_path):
@@ -83,8 +85,8 @@ def _common_options_parser(prog, description):
                'FnApiRunner in this process.')
     MigrationOptions._add_argparse_args(ap)
     ap.add_argument('--log-level', dest='log_level', default='INFO',
-                    choices=['DEBUG', 'INFO', 'WARNING', 'ERROR'], help='Log level (default INFO). Logs never '
-                    'contain row values.')
+                    choices=['DEBUG', 'INFO', 'WARNING', 'ERROR'], help='Log level of this product\'s loggers (default '
+                    'INFO; Beam\'s own stay at WARNING). Logs never contain row values.')
     return ap
 
 
