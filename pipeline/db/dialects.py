@@ -88,7 +88,8 @@ _TRANSIENT_STATES = {'40001', '40P01', 'HYT00', 'HYT01', '57P01', '57P02', '57P0
 _TRANSIENT_TEXT = re.compile(r'database (table )?is locked|database is busy|connection (has been |was )?lost|'
                              r'server closed the connection|could not receive data|could not send data|'
                              r'deadlock|\(1205\)|\(10054\)|\(10053\)|communication link failure|'
-                             r'terminating connection', re.I)
+                             r'terminating connection|internal SAVEPOINT failed|no connection to the server|'
+                             r'SSL SYSCALL error|connection not open', re.I)
 _FATAL_TEXT = re.compile(r'no such table|no such column|has no column named|readonly database|'
                          r'unable to open database|Invalid object name|Invalid column name|'
                          r'permission denied|does not exist|'
