@@ -190,7 +190,38 @@ def _run_pipeline(build, beam_args):
     return result, time.monotonic() - t0
 
 
-def _run_chunked(source, build, beam_args, failures_dir=None):
+class _WrittenAcrossChunks:
+    """File sources learn app_ids only from the documents: the app_ids written by earlier chunks of this
+    invocation go to the next chunk, so that a second document with the same app_id in a later chunk is a
+    duplicate (dead letter), not an overwrite. Table sources need none of this: one app_id never spans chunks."""
+
+    def __init__(self, source):
+        import tempfile
+        self.active = getattr(source, 'kind', None) != 'table' and len(source.chunks()) > 1
+        self.dir = tempfile.mkdtemp(prefix='xmlsql-written-') if self.active else None
+        self.seen, self.path = set(), None
+
+    def ids(self):
+        return frozenset(self.seen)
+
+    def next_path(self):
+        if not self.active:
+            return None
+        self.path = os.path.join(self.dir, f'written-{len(os.listdir(self.dir)):05d}.txt')
+        return self.path
+
+    def collect(self):
+        if self.path and os.path.exists(self.path):
+            with open(self.path) as f:
+                self.seen.update(int(x) for x in f if x.strip())
+
+    def close(self):
+        if self.dir:
+            import shutil
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _run_chunked(source, build, beam_args, failures_dir=None, after_chunk=None):
     """Run `build(p, chunk_source, failures_path)` once per chunk of the source; one Summary over all of them,
     with a progress line (documents done / total, rate, ETA) after each chunk."""
     from pipeline.summary import Summary, summarize
@@ -200,6 +231,8 @@ def _run_chunked(source, build, beam_args, failures_dir=None):
     for i, chunk in enumerate(chunks, 1):
         fpath = os.path.join(failures_dir, f'failures-{i:05d}.jsonl') if failures_dir else None
         result, elapsed = _run_pipeline(lambda p: build(p, chunk, fpath), beam_args)
+        if after_chunk:
+            after_chunk()
         s = summarize(result, elapsed)
         total = total.merge(s)
         if len(chunks) > 1:
@@ -288,12 +321,14 @@ def cmd_run(argv):
     dl_parts = _part_paths(args.dead_letter, len(source.chunks()))
     st_parts = _part_paths(args.status, len(source.chunks()))
     fdir = _failures_dir(args)
+    seen = _WrittenAcrossChunks(source)
     with _stops_clearly(args.target):
         summary = _run_chunked(source, lambda p, chunk, fpath: build_pipeline(
             p, contract, chunk, target=args.target, sink=sink, parse_mode=args.parse_mode, limits=limits,
             batch_size=args.batch_size, dead_letter_out=dl_parts.next(), status_out=st_parts.next(),
-            session_id=session,
-            progress_s=args.progress_seconds, resume=args.resume, failures_out=fpath), beam_args, fdir)
+            session_id=session, progress_s=args.progress_seconds, resume=args.resume, failures_out=fpath,
+            written_before=seen.ids(), written_ids_out=seen.next_path()), beam_args, fdir, after_chunk=seen.collect)
+    seen.close()
     dl_parts.join()
     st_parts.join()
     summary.extra.update({'session_id': session, 'source': source.describe(), 'target': sink.display})

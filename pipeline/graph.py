@@ -68,14 +68,22 @@ class RefetchPayloadFn(beam.DoFn):
 
 
 class SkipDoneFn(beam.DoFn):
-    """Resume for sources that learn a document's app_id only from the XML (files): drop parsed documents that
-    the target's processing_log already has as success. The set is read once per worker."""
+    """For sources that learn a document's app_id only from the XML (files, container files), after parsing:
 
-    def __init__(self, target_url, schema, dialect=None):
+    * resume: drop documents whose app_id the target's processing_log already has as success (read once per
+      worker, counted as skipped);
+    * an app_id already written from another document by an earlier chunk of this same invocation is a duplicate
+      in this run: dead letter (within one chunk, DedupeAppIds catches it)."""
+
+    def __init__(self, target_url, schema, dialect=None, resume=True, written_before=frozenset()):
         self.target_url, self.schema, self.dialect = target_url, schema, dialect
+        self.resume, self.written_before = resume, frozenset(written_before or ())
         self.skipped = beam.metrics.Metrics.counter('migration', 'docs_skipped_done_late')
 
     def setup(self):
+        self.done = frozenset()
+        if not self.resume:
+            return
         from pipeline.db.targets import parse_target
         from transforms.sink import read_success_ids
         target = parse_target(self.target_url, dialect=self.dialect)
@@ -86,6 +94,14 @@ class SkipDoneFn(beam.DoFn):
             conn.close()
 
     def process(self, parsed):
+        if parsed.app_id in self.written_before:
+            from transforms.dedupe import REASON
+            # app_id left empty on purpose: the ledger's success row belongs to the document that was written
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, DeadLetter(
+                source=parsed.source, app_id=None, stage='validation',
+                reason=f'{REASON} (app_id {parsed.app_id}, written from another document in an earlier chunk)',
+                payload=payload_text(parsed.original if parsed.original is not None else parsed.xml)))
+            return
         if parsed.app_id in self.done:
             self.skipped.inc()
             return
@@ -157,7 +173,8 @@ def _write_jsonl(pcoll, path, label):
 def build_pipeline(p, contract, source, *, target=None, sink=None, parse_mode='partial', limits=Limits(),
                    batch_size=200, rows_out: Optional[str] = None, status_out: Optional[str] = None,
                    dead_letter_out: Optional[str] = None, session_id=None, progress_s=0.0,
-                   resume=False, failures_out: Optional[str] = None) -> Outputs:
+                   resume=False, failures_out: Optional[str] = None, written_before=frozenset(),
+                   written_ids_out: Optional[str] = None) -> Outputs:
     """Build the migration graph on pipeline `p`.
 
     contract: a loaded `contracts.Contract`; source: a `pipeline.sources` source; target: a target URL (None for
@@ -178,13 +195,16 @@ def build_pipeline(p, contract, source, *, target=None, sink=None, parse_mode='p
         DEAD_LETTER_TAG, main='ok')
     pr = v.ok | 'Parse' >> beam.ParDo(ParseFn(spec)).with_outputs(DEAD_LETTER_TAG, main='ok')
     parsed = pr.ok
-    if resume and target is not None and getattr(source, 'kind', None) != 'table':
-        parsed = parsed | 'SkipDone' >> beam.ParDo(SkipDoneFn(target, sink.schema, sink.dialect))
+    dead_parts = [v[DEAD_LETTER_TAG], pr[DEAD_LETTER_TAG]]
+    if target is not None and getattr(source, 'kind', None) != 'table' and (resume or written_before):
+        sk = parsed | 'SkipDone' >> beam.ParDo(SkipDoneFn(target, sink.schema, sink.dialect, resume,
+                                                          written_before)).with_outputs(DEAD_LETTER_TAG, main='ok')
+        parsed = sk.ok
+        dead_parts.append(sk[DEAD_LETTER_TAG])
     m = parsed | 'Map' >> beam.ParDo(MapFn(contract.raw)).with_outputs(DEAD_LETTER_TAG, main='ok')
     d = m.ok | 'DedupeAppIds' >> DedupeAppIds(source)    # a second document with the same app_id: dead letter
     mapped = d.kept
-    early_dead = ((v[DEAD_LETTER_TAG], pr[DEAD_LETTER_TAG], m[DEAD_LETTER_TAG], d.dead_letters)
-                  | 'EarlyDeadLetters' >> beam.Flatten())
+    early_dead = (tuple(dead_parts) + (m[DEAD_LETTER_TAG], d.dead_letters)) | 'EarlyDeadLetters' >> beam.Flatten()
 
     if target is not None:
         from transforms.sink import WriteDeadLetters, WriteLedger, WriteToSql
@@ -212,6 +232,9 @@ def build_pipeline(p, contract, source, *, target=None, sink=None, parse_mode='p
 
     if status_out:
         _write_jsonl(counted | 'StatusLines' >> beam.Map(status_line), status_out, 'WriteStatus')
+    if written_ids_out:
+        _write_jsonl(counted | 'Written' >> beam.Filter(lambda o: o.status == 'success' and o.app_id is not None)
+                     | 'WrittenIds' >> beam.Map(lambda o: str(o.app_id)), written_ids_out, 'WriteWrittenIds')
     if failures_out:
         _write_jsonl(counted | 'Failed' >> beam.Filter(lambda o: o.status != 'success')
                      | 'FailureLines' >> beam.Map(failure_line), failures_out, 'WriteFailures')

@@ -242,3 +242,32 @@ def test_long_runs_report_progress_on_stderr(tmp_path):
     assert [(c, int(n)) for c, n in lines] == [('1', 40), ('2', 80), ('3', 90)], p.stderr[-2000:]
     assert SUMMARY.search(p.stdout) and 'progress' not in p.stdout
     assert 'dead letter:' not in p.stderr          # per-document lines are DEBUG; the summary counts them
+
+
+@pytest.mark.parametrize('resume', [True, False])
+def test_duplicate_app_id_in_a_later_chunk_is_dead_lettered_not_written_over(tmp_path, capsys, resume):
+    """Files learn their app_id only from the XML; a second document with the same app_id in a later chunk of the
+    same run must not overwrite the first (nor be skipped as 'already done')."""
+    docs = [(a, x) for a, x in generate_documents(30, seed=6, broken_fraction=0.0)]
+    folder = tmp_path / 'xml'
+    folder.mkdir()
+    for i, (a, x) in enumerate(docs):
+        (folder / f'{i:03d}.xml').write_text(x)
+    first_id, first_xml = docs[0]
+    twin = re.sub(r'IP_address="[^"]*"', 'IP_address="203.0.113.99"', first_xml)
+    assert twin != first_xml
+    (folder / 'zzz-twin.xml').write_text(twin)           # sorts last: a later chunk than 000.xml
+    db = f'{tmp_path}/t.db'
+    args = ['run', '--contract', 'credit_app', '--source', str(folder), '--target', f'sqlite:///{db}',
+            '--tables', 'credit_app_tables', '--create-tables', '--chunk-docs', '10',
+            '--dead-letter', str(tmp_path / 'dl.jsonl')] + ([] if resume else ['--no-resume'])
+    rc, s = run_cli(capsys, *args)
+    assert rc == 0 and s['read'] == 31 and (s['written'], s['dead']) == (30, 1)
+    dl = [json.loads(x) for x in open(tmp_path / 'dl.jsonl')]
+    assert [(d['source'], d['stage']) for d in dl] == [('zzz-twin.xml', 'validation')]
+    assert f'duplicate app_id in this run (app_id {first_id}' in dl[0]['reason'] and dl[0]['payload'] == twin
+    conn = sqlite3.connect(db)
+    ip = conn.execute('SELECT ip_address FROM app_base WHERE app_id = ?', (first_id,)).fetchone()[0]
+    assert ip != '203.0.113.99'
+    assert conn.execute('SELECT status FROM processing_log WHERE app_id = ?', (first_id,)).fetchone()[0] == 'success'
+    conn.close()
