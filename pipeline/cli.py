@@ -13,6 +13,7 @@ import sys
 import time
 
 EXIT_CONFIG = 2
+DIRECT_RUNNERS = (None, 'DirectRunner', 'direct', 'FnApiRunner')    # all run as Beam's FnApiRunner here
 EXIT_UNBALANCED = 3
 
 log = logging.getLogger('pipeline')
@@ -57,7 +58,7 @@ def load_contract_or_fail(name_or_path):
 def _is_direct(beam_args):
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
     runner = PipelineOptions(beam_args).view_as(StandardOptions).runner
-    return runner in (None, 'DirectRunner', 'direct', 'FnApiRunner')
+    return runner in DIRECT_RUNNERS
 
 
 def make_runner(options):
@@ -66,7 +67,7 @@ def make_runner(options):
     from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
     runner = options.view_as(StandardOptions).runner
     mode = options.view_as(DirectOptions).direct_running_mode
-    if runner in (None, 'DirectRunner', 'direct', 'FnApiRunner'):
+    if runner in DIRECT_RUNNERS:
         if mode == 'multi_threading':
             raise ConfigError('--direct_running_mode=multi_threading is refused: it lost rows in our tests. '
                               'Use in_memory (default) or multi_processing.')

@@ -13,7 +13,7 @@ from transforms.dedupe import DedupeAppIds
 from transforms.map import MapFn
 from transforms.parse import ParseFn, ParseSpec
 from transforms.records import DEAD_LETTER_TAG, DeadLetter, Outcome
-from transforms.validate import Limits, ValidateFn, payload_text
+from transforms.validate import Limits, ValidateFn, payload_text, refetch_payload
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +58,8 @@ class RefetchPayloadFn(beam.DoFn):
         self.fetch = fetch
 
     def process(self, o: Outcome):
-        try:
-            payload = payload_text(self.fetch(o.source))
-        except Exception as e:  # the dead letter is still written, saying why the payload is absent
-            log.warning('cannot re-read the payload of %s: %s', o.source, type(e).__name__)
-            payload = None
         yield DeadLetter(source=o.source, app_id=o.app_id, stage=o.stage or 'sink', reason=o.reason or '',
-                         payload=payload)
+                         payload=refetch_payload(self.fetch, o.source))
 
 
 class SkipDoneFn(beam.DoFn):

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 
 from transforms.records import DeadLetter
-from transforms.validate import payload_text
+from transforms.validate import refetch_payload
 
 log = logging.getLogger(__name__)
 STAGE = 'validation'
@@ -62,16 +62,12 @@ class _DropLosersFn(beam.DoFn):
 class _RefetchFn(beam.DoFn):
     """The loser's original payload, read again from the source (the MappedDoc no longer carries it)."""
 
-    def __init__(self, source):
-        self.source = source
+    def __init__(self, fetch):
+        self.fetch = fetch
 
     def process(self, item):
         src, app_id, kept = item
-        try:
-            payload = payload_text(self.source.fetch(src)) if self.source is not None else None
-        except Exception as e:   # the dead letter is still written, without its payload
-            log.warning('cannot re-read the payload of %s: %s', src, type(e).__name__)
-            payload = None
+        payload = refetch_payload(self.fetch, src)
         # app_id None on purpose: processing_log keeps one row per app_id, and that row belongs to the kept
         # document (a 'failed' here would overwrite its 'success'). The reason names the app_id instead.
         yield DeadLetter(source=src, app_id=None, stage=STAGE,
@@ -93,5 +89,6 @@ class DedupeAppIds(beam.PTransform):
                   | 'Losers' >> beam.FlatMap(losers_of))
         split = mapped | 'DropLosers' >> beam.ParDo(
             _DropLosersFn(), losers=beam.pvalue.AsDict(losers)).with_outputs('dead', main='kept')
-        dead = split.dead | 'DuplicateDeadLetters' >> beam.ParDo(_RefetchFn(self.source))
+        fetch = self.source.fetcher() if self.source is not None else None   # small: no file list, no rows
+        dead = split.dead | 'DuplicateDeadLetters' >> beam.ParDo(_RefetchFn(fetch))
         return Deduped(kept=split.kept, dead_letters=dead)

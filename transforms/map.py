@@ -11,7 +11,7 @@ import apache_beam as beam
 from contracts.errors import MappingError
 from transforms.errors import StageError
 from transforms.records import MappedDoc
-from transforms.validate import dead_letter, internal_reason
+from transforms.validate import run_stage
 
 log = logging.getLogger(__name__)
 STAGE = 'mapping'
@@ -47,23 +47,12 @@ class MapFn(beam.DoFn):
 
     def process(self, parsed):
         t0 = time.perf_counter()
-        try:
-            mapped = map_document(parsed, self.compiled)
-        except StageError as e:
-            self.failed.inc()
-            log.debug('dead letter: source=%s app_id=%s stage=%s reason=%s', parsed.source, parsed.app_id,
-                     e.stage, e.reason)
-            yield dead_letter(parsed, e.stage, e.reason, app_id=parsed.app_id)
+        mapped, dead = run_stage(STAGE, lambda: map_document(parsed, self.compiled), parsed, self.failed,
+                                 app_id=parsed.app_id)
+        self.micros.inc(int((time.perf_counter() - t0) * 1e6))
+        if dead is not None:
+            yield dead
             return
-        except Exception as e:
-            self.failed.inc()
-            reason = internal_reason(e)
-            log.warning('dead letter: source=%s app_id=%s stage=%s reason=%s', parsed.source, parsed.app_id,
-                        STAGE, reason)
-            yield dead_letter(parsed, STAGE, reason, app_id=parsed.app_id)
-            return
-        finally:
-            self.micros.inc(int((time.perf_counter() - t0) * 1e6))
         if mapped.warnings:
             self.warnings.inc(len(mapped.warnings))
         self.rows.inc(sum(len(r) for r in mapped.rows.values()))

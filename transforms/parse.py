@@ -21,7 +21,7 @@ from lxml import etree
 
 from transforms.errors import StageError
 from transforms.records import Doc
-from transforms.validate import dead_letter, internal_reason, parse_app_id
+from transforms.validate import run_stage, parse_app_id
 
 log = logging.getLogger(__name__)
 STAGE = 'parse'
@@ -249,14 +249,5 @@ class ParseFn(beam.DoFn):
         self.failed = beam.metrics.Metrics.counter('migration', 'parse_failed')
 
     def process(self, doc: Doc):
-        try:
-            yield parse_document(doc, self.spec)
-        except StageError as e:
-            self.failed.inc()
-            log.debug('dead letter: source=%s stage=%s reason=%s', doc.source, e.stage, e.reason)
-            yield dead_letter(doc, e.stage, e.reason, app_id=e.app_id)
-        except Exception as e:
-            self.failed.inc()
-            reason = internal_reason(e)
-            log.warning('dead letter: source=%s stage=%s reason=%s', doc.source, STAGE, reason)
-            yield dead_letter(doc, STAGE, reason)
+        out, dead = run_stage(STAGE, lambda: parse_document(doc, self.spec), doc, self.failed)
+        yield out if dead is None else dead

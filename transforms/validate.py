@@ -275,6 +275,34 @@ def dead_letter(doc: Doc, stage, reason, app_id=None):
                              MAX_DEAD_LETTER_PAYLOAD)))
 
 
+def run_stage(stage, call, doc, failed_counter, app_id=None):
+    """The one way a stage's pure core is run inside its DoFn: `call()` → (result, None), or (None, the
+    dead-letter output). A StageError keeps its stage, reason and app_id; any other exception becomes an
+    'internal error' reason naming its type and place, never the data. Never raises to the runner."""
+    try:
+        return call(), None
+    except StageError as e:
+        failed_counter.inc()
+        app_id = e.app_id if e.app_id is not None else app_id
+        log.debug('dead letter: source=%s app_id=%s stage=%s reason=%s', doc.source, app_id, e.stage, e.reason)
+        return None, dead_letter(doc, e.stage, e.reason, app_id=app_id)
+    except Exception as e:  # never to the runner
+        failed_counter.inc()
+        reason = internal_reason(e)
+        log.warning('dead letter: source=%s app_id=%s stage=%s reason=%s', doc.source, app_id, stage, reason)
+        return None, dead_letter(doc, stage, reason, app_id=app_id)
+
+
+def refetch_payload(fetch, source_ref):
+    """A failed document's original payload, read again from its source by reference (documents that fail
+    after the shuffles no longer carry it). None, with a warning, when it cannot be read."""
+    try:
+        return payload_text(fetch(source_ref)) if fetch is not None else None
+    except Exception as e:
+        log.warning('cannot re-read the payload of %s: %s', source_ref, type(e).__name__)
+        return None
+
+
 def internal_reason(exc):
     """A reason for an unexpected exception that names its type and place, never the data it saw."""
     tb = exc.__traceback__
@@ -305,14 +333,6 @@ class ValidateFn(beam.DoFn):
             return
         if doc.xml is not None:
             self.bytes_read.inc(len(doc.xml))
-        try:
-            yield validate_document(doc, self.limits, self.root_element, self.parsed_until)
-        except StageError as e:
-            self.failed.inc()
-            log.debug('dead letter: source=%s stage=%s reason=%s', doc.source, e.stage, e.reason)
-            yield dead_letter(doc, e.stage, e.reason)
-        except Exception as e:  # never to the runner
-            self.failed.inc()
-            reason = internal_reason(e)
-            log.warning('dead letter: source=%s stage=%s reason=%s', doc.source, STAGE, reason)
-            yield dead_letter(doc, STAGE, reason)
+        out, dead = run_stage(STAGE, lambda: validate_document(doc, self.limits, self.root_element,
+                                                               self.parsed_until), doc, self.failed)
+        yield out if dead is None else dead
