@@ -8,3 +8,12 @@ SUMMARY = re.compile(r'^SUMMARY read=(\d+) written=(\d+) dead_lettered=(\d+) row
 # The tables contracts/samples/credit_app.json writes.
 SAMPLE_TABLES = ['app_base', 'app_contact_base', 'app_pricing_cc', 'app_contact_address', 'app_contact_employment',
                  'app_historical_lookup', 'scores']
+
+
+def summary_counts(out):
+    """(read, written, dead_lettered, rows) from a run's stdout; the line must be there and must balance."""
+    m = SUMMARY.search(out)
+    assert m, f'no SUMMARY line in output: {out[-2000:]}'
+    read, written, dead, rows = map(int, m.groups()[:4])
+    assert read == written + dead, m.group(0)
+    return read, written, dead, rows

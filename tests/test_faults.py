@@ -15,18 +15,13 @@ import time
 import pytest
 
 from pipeline.generate import write_sqlite_source
-from helpers import SUMMARY
+from helpers import summary_counts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PG = os.environ.get('XMLSQL_TEST_PG')
 
 
-def summary(out):
-    m = SUMMARY.search(out)
-    assert m, out[-2000:]
-    read, written, dead, rows = map(int, m.groups()[:4])
-    assert read == written + dead
-    return read, written, dead, rows
+summary = summary_counts
 
 
 def test_full_disk_stops_the_run_clearly_and_a_rerun_completes(tmp_path):

@@ -16,7 +16,7 @@ import pytest
 
 from pipeline.cli import main as cli
 from pipeline.generate import write_sqlite_source
-from helpers import SUMMARY
+from helpers import summary_counts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPUS = os.path.join(os.path.dirname(ROOT), 'shared', 'seed-corpus', 'cc')
@@ -35,11 +35,7 @@ def pg_conn():
 
 
 def summary_of(out):
-    m = SUMMARY.search(out)
-    assert m, f'no SUMMARY line in: {out[-3000:]}'
-    read, written, dead, rows = map(int, m.groups()[:4])
-    assert read == written + dead, out[-500:]
-    return dict(read=read, written=written, dead=dead, rows=rows)
+    return dict(zip(('read', 'written', 'dead', 'rows'), summary_counts(out)))
 
 
 def run(capsys, *args):

@@ -6,18 +6,13 @@ import pytest
 
 from pipeline.cli import main as cli
 from pipeline.generate import write_sqlite_source, write_xml_folder
-from helpers import SUMMARY, SAMPLE_TABLES
+from helpers import SAMPLE_TABLES, summary_counts
 
 TABLES = SAMPLE_TABLES
 
 
 def summary(capsys):
-    out = capsys.readouterr().out
-    m = SUMMARY.search(out)
-    assert m, out[-2000:]
-    read, written, dead, rows = map(int, m.groups()[:4])
-    assert read == written + dead
-    return read, written, dead, rows
+    return summary_counts(capsys.readouterr().out)
 
 
 def contents(db):
