@@ -17,3 +17,13 @@ def summary_counts(out):
     read, written, dead, rows = map(int, m.groups()[:4])
     assert read == written + dead, m.group(0)
     return read, written, dead, rows
+
+
+def sample_table_counts(db_path):
+    """Rows per sample-contract table in a SQLite target."""
+    import sqlite3
+    conn = sqlite3.connect(db_path)
+    try:
+        return {t: conn.execute(f'SELECT COUNT(*) FROM {t}').fetchone()[0] for t in SAMPLE_TABLES}
+    finally:
+        conn.close()

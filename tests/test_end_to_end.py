@@ -13,7 +13,7 @@ from lxml import etree
 
 from pipeline.cli import main as cli
 from pipeline.generate import generate_documents, write_sqlite_source, write_xml_folder
-from helpers import SUMMARY, SAMPLE_TABLES
+from helpers import SUMMARY, SAMPLE_TABLES, sample_table_counts
 
 N_DOCS = 120
 SEED = 11
@@ -29,12 +29,7 @@ def run_cli(capsys, *args):
     return rc, dict(read=read, written=written, dead=dead, rows=rows)
 
 
-def counts(db):
-    conn = sqlite3.connect(db)
-    try:
-        return {t: conn.execute(f'SELECT COUNT(*) FROM {t}').fetchone()[0] for t in TABLES}
-    finally:
-        conn.close()
+counts = sample_table_counts
 
 
 def good_documents():

@@ -8,19 +8,14 @@ import sys
 import time
 
 from pipeline.generate import write_sqlite_source
-from helpers import SAMPLE_TABLES
+from helpers import SAMPLE_TABLES, sample_table_counts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N = 600
 TABLES = SAMPLE_TABLES
 
 
-def counts(db):
-    c = sqlite3.connect(db)
-    try:
-        return {t: c.execute(f'SELECT COUNT(*) FROM {t}').fetchone()[0] for t in TABLES}
-    finally:
-        c.close()
+counts = sample_table_counts
 
 
 def ledger(db):
