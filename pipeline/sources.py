@@ -358,9 +358,6 @@ class FileSource:
     def transform(self):
         return ReadFiles(self.paths, self.root)
 
-    def fetch(self, source_ref):
-        return self.fetcher()(source_ref)
-
     def describe(self):
         return f'{len(self.paths)} files under {self.root or "."}'
 
@@ -410,9 +407,6 @@ class TableSource:
 
     def fetcher(self):
         return _TableFetcher(self.spec)
-
-    def fetch(self, source_ref):
-        return self.fetcher()(source_ref)
 
     def describe(self):
         from pipeline.db.targets import parse_target

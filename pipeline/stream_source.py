@@ -131,14 +131,11 @@ class StreamFileSource:
         a, b = self.range
         if not n or self.count <= n:
             return [self]
-        return [StreamFileSource(self.path, self.tag, _range=(i, min(i + n, b)), _count=b)
+        return [StreamFileSource(self.path, self.tag, _range=(i, min(i + n, b)), _count=self.total)
                 for i in range(a, b, n)]
 
     def fetcher(self):
         return _StreamFetcher(self.path, self.tag)
-
-    def fetch(self, source_ref):
-        return self.fetcher()(source_ref)
 
     def describe(self):
         return f'{self.count} <{self.tag}> records streamed from {self.name}'

@@ -89,7 +89,7 @@ def test_file_source_reads_folders_and_globs(tmp_path):
     with BeamTestPipeline(runner=FnApiRunner()) as p:
         assert_that(p | src.transform() | beam.Map(lambda d: (d.source, d.xml)),
                     equal_to([('d0.xml', b'<a n="0"/>'), ('d1.xml', b'<a n="1"/>')]))
-    assert src.fetch('d1.xml') == b'<a n="1"/>'
+    assert src.fetcher()('d1.xml') == b'<a n="1"/>'
     with pytest.raises(SourceError, match='no .xml files'):
         FileSource(str(tmp_path / 'empty*'))
 

@@ -98,4 +98,13 @@ def test_chunks_of_a_container_cover_it_once(tmp_path):
     src = StreamFileSource(str(path), 'Provenir', chunk_docs=10)
     chunks = src.chunks()
     assert [c.range for c in chunks] == [(0, 10), (10, 20), (20, 23)]
-    assert src.fetch('c.xml#22').startswith(b'<Provenir')
+    assert src.fetcher()('c.xml#22').startswith(b'<Provenir')
+
+
+def test_limit_on_a_chunked_container_reads_only_the_limit(tmp_path, capsys):
+    """The last chunk reads on to the end of the file only when it ends with the file's last record."""
+    path = tmp_path / 'l.xml'
+    write_container(path, 25)
+    assert cli(['map', '--contract', 'credit_app', '--input', str(path), '--output', str(tmp_path / 'r.jsonl'),
+                '--limit', '15', '--chunk-docs', '10']) == 0
+    assert summary(capsys.readouterr().out)[0] == 15
