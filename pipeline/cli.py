@@ -430,15 +430,17 @@ def _run_processes(argv, args, contract):
     total.extra.update({'session_id': session, 'processes': n, 'target': sink.display,
                         'shard_exit_codes': codes})
     bad = [i for i, c in enumerate(codes) if c != 0]
-    if bad:
-        print(total.line(), flush=True)
-        raise RunStopped(f'shard process(es) {bad} ended with exit code(s) {[codes[i] for i in bad]} (their '
-                         'errors are above); documents completed so far are in processing_log; re-run the same '
-                         'command to resume')
-    if args.metrics_json:
-        merge_metrics_files([os.path.join(work, f'm{i}.json') for i in range(n)], total, args.metrics_json)
     import shutil
-    shutil.rmtree(work, ignore_errors=True)
+    try:
+        if bad:
+            print(total.line(), flush=True)
+            raise RunStopped(f'shard process(es) {bad} ended with exit code(s) {[codes[i] for i in bad]} (their '
+                             'errors are above); documents completed so far are in processing_log; re-run the '
+                             'same command to resume')
+        if args.metrics_json:
+            merge_metrics_files([os.path.join(work, f'm{i}.json') for i in range(n)], total, args.metrics_json)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     args.metrics_json = None          # written above, merged
     return _finish(total, args)
 
