@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import Any, Dict, List, NamedTuple, Optional
 
 from contracts import convert as cv
-from contracts.errors import ContractError, MappingError
+from contracts.errors import ContractError, MappingError, describe_exception
 from contracts.model import Contract, DATE_TYPES, INT_TYPES, ROW_CREATING, load_contract
 
 
@@ -53,7 +53,7 @@ class _Col:
     __slots__ = ('m', 'column', 'dtype', 'length', 'nullable', 'default', 'has_default', 'default_any',
                  'xkind', 'path', 'attr', 'attr_l', 'rel', 'role', 'role_sub', 'history_fallback', 'steps',
                  'expr', 'enum_exact', 'enum_lower', 'enum_catch', 'bits', 'lenient', 'is_date', 'label',
-                 'row_kind', 'row_arg', 'selector', 'calc_then_enum', 'numeric', 'zeroish')
+                 'row_kind', 'row_arg', 'selector', 'calc_then_enum', 'numeric', 'zeroish', 'key')
 
     def __init__(self, m):
         self.m = m
@@ -62,13 +62,17 @@ class _Col:
 
 
 class _Table:
-    __slots__ = ('name', 'kind', 'cols', 'rule', 'fk', 'fk_from', 'add_app_id', 'keys', 'parent_rule')
+    __slots__ = ('name', 'kind', 'cols', 'rule', 'fk', 'fk_from', 'add_app_id', 'keys', 'parent_rule',
+                 'meaningful', 'key_columns', 'bit_defaults')
 
     def __init__(self, name, kind):
         self.name, self.kind, self.cols = name, kind, []
         self.rule = self.fk = self.fk_from = self.parent_rule = None
         self.add_app_id = False
         self.keys = ()
+        self.meaningful = None     # child tables: the columns whose data makes a row worth writing (None: any)
+        self.key_columns = ()      # the columns that identify a row of this table within one document
+        self.bit_defaults = {}     # warranty rows: the combined char_to_bit column and its default
 
 
 class CompiledContract:
@@ -162,6 +166,18 @@ class CompiledContract:
             if kind in ('contact', 'child'):
                 sel = [col.column for col in t.cols if col.selector]
                 t.keys = tuple(sel)
+            if kind == 'contact':
+                t.key_columns = tuple(col.column for col in t.cols if col.key)
+            elif kind == 'child':
+                t.key_columns = (t.fk,) + t.keys
+                written = {col.column for col in t.cols}
+                present = frozenset(c for c in (rule.meaningful_columns or ()) if c in written)
+                t.meaningful = present or None
+            elif kind == 'kv':
+                # warranty rows: the combined char_to_bit column gets its default on every row (SPEC §1.3)
+                for col in t.cols:
+                    if col.row_kind == 'warranty_field' and col.bits is not None and col.column:
+                        t.bit_defaults[col.column] = col.default if col.default is not None else 0
             self._tables.append(t)
         # contact "meaningful data" attributes: contact-table columns whose defaults are excluded when the record is
         # empty (CC/RL: first_name, last_name, ssn, birth_date); else every attribute the contact table reads
@@ -270,6 +286,10 @@ class CompiledContract:
         else:
             col.xkind = X_APP
         col.selector = (table.rule is not None and col.xkind == X_ROW and m.xml_attribute in table.rule.required)
+        # key columns convert strictly: an identity column, or the identity attribute of a contact row (con_id)
+        col.key = ('identity_insert' in names
+                   or (table.kind == 'contact' and col.xkind == X_ROW
+                       and table.rule.required.get(m.xml_attribute) is True))
         return col
 
     @staticmethod
@@ -337,11 +357,31 @@ class CompiledContract:
                         anything = True
             except MappingError:
                 raise
-            except Exception as ex:      # a bug or an unforeseen document shape: lose the table, not the document
-                warnings.append(f'{t.name}: table skipped ({ex.__class__.__name__})')
+            except Exception as ex:      # a bug or an unforeseen document shape: the document fails, whole
+                raise MappingError(f'{t.name}: internal error {describe_exception(ex)}') from None
         if not anything:
             raise MappingError('nothing mapped: no column of any table has a value')
         return MapResult(app_id, rows, warnings)
+
+
+def _unique_rows(t, rows):
+    """The rows of one table of one document with distinct keys: an identical repetition collapses; two different
+    rows with the same key fail the document (writing both would let one silently replace the other)."""
+    cols = t.key_columns
+    if not cols or len(rows) < 2:
+        return rows
+    seen = {}
+    out = []
+    for r in rows:
+        k = tuple(r.get(c) for c in cols)
+        prev = seen.get(k)
+        if prev is None:
+            seen[k] = r
+            out.append(r)
+        elif prev != r:
+            raise MappingError(f'{t.name}: two different rows with the same key ({", ".join(cols)}) in one '
+                               f'document')
+    return out
 
 
 class _Doc:
@@ -552,7 +592,9 @@ class _Doc:
 
     def lookup_for(self, own, row_scope):
         """A lookup for an expression evaluated on element ``own``. ``row_scope``: a contact/address/employment row,
-        whose context is the element's own attributes (plus explicitly prefixed names)."""
+        whose context is the element's own attributes (plus explicitly prefixed names). Values read at application
+        level are stripped, as the existing system's parser stored them (SPEC §1.4: ``'MARINE '`` is ``'MARINE'``);
+        a row's own attributes are used as they are, as there."""
         cc = self.cc
         # keyed by the element itself, not id(own): lxml element proxies are transient (child rows iterate
         # iterchildren()), so an id() can be reused by the next element and return the previous one's values.
@@ -579,14 +621,19 @@ class _Doc:
                     el = self._tag_last(prefix)
                 if el is not None:
                     v = self.get(el, name.split('.', 1)[1], attr)
+                    if v is not None and (el is not own or not row_scope):
+                        v = v.strip()
             else:
                 if own is not None:
                     v = self.get(own, name, nl)
+                    if v is not None and not row_scope:
+                        v = v.strip()
                 if v is None and not row_scope:
                     for el in (self.app, self.primary):
                         if el is not None:
                             v = self.get(el, name, nl)
                             if v is not None:
+                                v = v.strip()
                                 break
                     if v is None:
                         for p in cc._known_paths:
@@ -594,6 +641,7 @@ class _Doc:
                             if e is not None:
                                 v = self.get(e, name, nl)
                                 if v is not None:
+                                    v = v.strip()
                                     break
             memo[name] = v
             return v
@@ -601,7 +649,15 @@ class _Doc:
 
     # -- one value -------------------------------------------------------------------------------------------------
     def value(self, col, row_el, row_scope):
-        """(value, status) for one column."""
+        """(value, status) for one column. An unexpected exception fails the document with the column's name."""
+        try:
+            return self._value(col, row_el, row_scope)
+        except MappingError:
+            raise
+        except Exception as ex:
+            raise MappingError(f'{col.label}: internal error {describe_exception(ex)}') from None
+
+    def _value(self, col, row_el, row_scope):
         raw = self.extract(col, row_el)
         v = raw
         src = raw is not None and raw.strip() != ''
@@ -621,7 +677,7 @@ class _Doc:
                     r = col.enum_catch
                 v = r
             elif st == S_C2B:
-                key = '' if v is None else str(v)
+                key = '' if v is None else str(v).strip()
                 r = col.bits.get(key)
                 if r is None:
                     r = col.bits.get(key.upper(), 0)
@@ -631,8 +687,10 @@ class _Doc:
             elif st == S_NUM:
                 if v is not None:
                     s = v if type(v) is str else str(v)
-                    digits = ''.join(ch for ch in s if ch.isdigit())
+                    digits = ''.join(ch for ch in s if '0' <= ch <= '9')       # ASCII digits only
                     if not digits:
+                        if s.strip() and col.nullable:
+                            return None, _MISSING   # a value without digits: NULL, not the default
                         v = None
                     elif col.dtype == 'string':
                         v = digits                      # SPEC §10.1: leading zeros survive
@@ -664,6 +722,12 @@ class _Doc:
                         v = None
                 elif v.strip() == '':
                     v = None
+                elif col.key and dt in INT_TYPES:
+                    c = cv.to_key_int(v)
+                    if c is None:
+                        raise MappingError(f'{col.label}: key value is not an integer (shape '
+                                           f'{cv.shape(v.strip())!r})')
+                    v = c
                 else:
                     c = cv.convert(v, dt, col.length, col.lenient)
                     if c is None:
@@ -724,13 +788,12 @@ class _Doc:
                 row['app_id'] = self.app_id
             self.valid_rows[id(el)] = row
             out.append(row)
-        return out
+        return _unique_rows(t, out)
 
     def child_rows(self, t, rows):
         rule = t.rule
         tag = rule.element_name
         out = []
-        seen = set()
         fk = t.fk
         for parent in self.valid:
             prow = self.valid_rows.get(id(parent))
@@ -738,9 +801,13 @@ class _Doc:
                 key = prow[fk]
             else:
                 raw = parent.get(fk)
-                key = cv.to_int(raw) if raw is not None else None
-                if key is None:
+                if raw is None or not raw.strip():
                     continue
+                key = cv.to_key_int(raw)
+                if key is None:
+                    raise MappingError(f'{t.name}.{fk}: key value of the parent contact is not an integer (shape '
+                                       f'{cv.shape(raw.strip())!r})')
+            meaningful = t.meaningful
             for el in parent.iterchildren(tag):
                 if not self._passes_required(el, rule):
                     continue
@@ -750,18 +817,14 @@ class _Doc:
                     v, st = self.value(col, el, col.xkind != X_APP)
                     if v is not None:
                         row[col.column] = v
-                        if st == _MEANINGFUL and not col.selector and not (col.zeroish and v == 0):
+                        if (st == _MEANINGFUL and not col.selector and not (col.zeroish and v == 0)
+                                and (meaningful is None or col.column in meaningful)):
                             keep = True
-                if not keep:        # nothing but keys and defaults (SPEC §10.3)
+                if not keep:        # no meaningful data: only keys, defaults or other details (SPEC §1.9, §10.3)
                     continue
                 row[fk] = key
-                ident = (key,) + tuple(row.get(k) for k in t.keys)
-                if ident in seen:
-                    self.warnings.append(f'{t.name}: a second {tag} of the same type for one {fk} was dropped')
-                    continue
-                seen.add(ident)
                 out.append(row)
-        return out
+        return _unique_rows(t, out)
 
     def kv_rows(self, t):
         app_id = self.app_id
@@ -797,6 +860,8 @@ class _Doc:
             elif kind == 'policy_exceptions':
                 raw = self._raw_through_chain(col)
                 s = raw.strip() if raw is not None else ''
+                if s.lower() in _NULLISH:
+                    s = ''
                 if col.row_arg is None:
                     if s:
                         notes[col.column or 'notes'] = s
@@ -814,7 +879,8 @@ class _Doc:
                     s = raw.strip() if raw is not None else ''
                     if s:
                         g[0][col.column] = s
-                        g[1] = True
+                        if s.lower() not in _NULLISH:
+                            g[1] = True
             elif kind == 'add_collateral':
                 g = groups.setdefault(('c', col.row_arg), [{'app_id': app_id, 'sort_order': col.row_arg}, False, []])
                 v, st = self.value(col, None, False)
@@ -824,7 +890,10 @@ class _Doc:
                 if v is not None:
                     g[0][col.column] = v
                     if st == _MEANINGFUL and col.expr is None and col.bits is None:
-                        if not col.numeric or v > 0:
+                        if col.numeric:
+                            if v > 0:
+                                g[1] = True
+                        elif not (type(v) is str and v.strip().lower() in _NULLISH):
                             g[1] = True
         out = list(keyed.values())
         for (k, _arg), g in groups.items():
@@ -833,7 +902,10 @@ class _Doc:
                 out.append(g)
             elif k == 'w':
                 if g[1]:
-                    out.append(g[0])
+                    row = g[0]
+                    for c, dv in t.bit_defaults.items():
+                        row.setdefault(c, dv)
+                    out.append(row)
             elif k == 'c':
                 if g[1]:
                     row = g[0]

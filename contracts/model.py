@@ -46,6 +46,15 @@ ENUM_SUBSTRINGS = (('status', 'status_enum'), ('process', 'process_enum'), ('app
                    ('other_income_type', 'other_income_type_enum'), ('income_type', 'income_type_enum'),
                    ('population_assignment', 'population_assignment_enum'), ('decision', 'decision_enum'))
 
+# The existing system's "meaningful data" rule for rows under a contact (SPEC §1.9): an address or employment row is
+# written only when one of these target columns holds a value from the document (not a default). They are target
+# schema names, shared by both product lines; a rule may name its own with the optional key ``meaningful_columns``.
+DEFAULT_MEANINGFUL_COLUMNS = {
+    'address': ('street_number', 'street_name', 'address_line_1', 'address_line_2', 'po_box', 'rural_route', 'city',
+                'state', 'zip'),
+    'employment': ('business_name', 'monthly_salary', 'salary', 'job_title', 'zip', 'city'),
+}
+
 _STEP_RE = re.compile(r'^([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?$')
 _PATH_RE = re.compile(r'^(/[A-Za-z_][\w.\-]*)+$')
 
@@ -85,11 +94,15 @@ class Mapping:
 
 class FilterRule:
     """One ``element_filtering.filter_rules[]`` entry."""
-    __slots__ = ('index', 'element_type', 'parent_path', 'child_path', 'required', 'type_attribute', 'type_values')
+    __slots__ = ('index', 'element_type', 'parent_path', 'child_path', 'required', 'type_attribute', 'type_values',
+                 'meaningful_columns')
 
-    def __init__(self, index, element_type, parent_path, child_path, required):
+    def __init__(self, index, element_type, parent_path, child_path, required, meaningful_columns=None):
         self.index, self.element_type, self.parent_path, self.child_path = index, element_type, parent_path, child_path
         self.required = required                      # attribute -> True | [allowed values] (order = priority)
+        # target columns whose document data makes a row worth writing (None: any column's data does)
+        self.meaningful_columns = (tuple(meaningful_columns) if meaningful_columns is not None
+                                   else DEFAULT_MEANINGFUL_COLUMNS.get(element_type))
         self.type_attribute, self.type_values = None, ()
         for k, v in required.items():                 # "type" = first key whose value is a non-empty list
             if isinstance(v, list) and v:
@@ -375,7 +388,12 @@ class _Validator:
                     continue
                 self.err(f"{where}: key 'required_attributes.{a}': must be true or a non-empty list of distinct "
                          f"strings (first = highest priority)")
-            rule = FilterRule(i, et, r['xml_parent_path'], r['xml_child_path'], req)
+            mc = r.get('meaningful_columns')
+            if mc is not None and (not isinstance(mc, list) or not mc
+                                   or not all(isinstance(x, str) and x for x in mc)):
+                self.err(f"{where}: key 'meaningful_columns': must be a non-empty list of target column names")
+                mc = None
+            rule = FilterRule(i, et, r['xml_parent_path'], r['xml_child_path'], req, mc)
             rules.append(rule)
         contact = next((r for r in rules if r.element_type == 'contact'), None)
         if contact is None:
@@ -535,6 +553,18 @@ class _Validator:
         if first and not any(m.target_table == first and m.target_column == 'app_id' for m in mappings):
             self.err(f"table_insertion_order[0] ({first}): no mapping fills {first}.app_id")
         children = {r.child_table for r in rels}
+        # Rows under a contact (addresses, employments) are one per element that passes a filter rule: a table fed
+        # by such a relationship without its rule would get one row per application instead, without the contact's
+        # key. That is a contract error, found here rather than as rows without a con_id.
+        contact = next((r for r in rules if r.element_type == 'contact'), None)
+        by_child_path = {r.child_path for r in rules}
+        contact_tables = {r.child_table for r in rels if contact is not None and r.xml_child_path == contact.child_path}
+        for r in rels:
+            under_contact = contact is not None and r.xml_child_path.startswith(contact.child_path + '/')
+            if (under_contact or r.parent_table in contact_tables) and r.xml_child_path not in by_child_path:
+                self.err(f"relationships[{r.index}] ({r.parent_table} -> {r.child_table}): its rows are one per "
+                         f"<{r.xml_child_path.rsplit('/', 1)[-1]}> of a contact, but element_filtering has no rule "
+                         f"whose xml_child_path is {r.xml_child_path} (add one, e.g. element_type 'address')")
         used = {}
         for m in mappings:
             used.setdefault(m.target_table, []).append(m)

@@ -239,7 +239,7 @@ def parse_app_id(value, where='app_id'):
         n = value
     else:
         s = str(value).strip()
-        if not re.fullmatch(r'[+-]?\d{1,19}', s):
+        if not re.fullmatch(r"[+-]?[0-9]{1,19}", s):
             raise StageError(STAGE, f'{where} is not an integer')
         n = int(s)
     if n <= 0 or n > MAX_APP_ID:
