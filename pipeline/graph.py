@@ -183,10 +183,7 @@ def build_pipeline(p, contract, source, *, target=None, sink=None, parse_mode='p
     docs = p | 'Read' >> source.transform()
     if progress_s:
         docs = docs | 'Progress' >> beam.ParDo(ProgressFn('read', progress_s, source.expected))
-    # In partial mode the parser never reads past the stop element: validation's body scans stop there too.
-    parsed_until = (f'</{spec.stop_after_path.rstrip("/").rsplit("/", 1)[-1]}>'
-                    if spec.mode == 'partial' and spec.stop_after_path else None)
-    v = docs | 'Validate' >> beam.ParDo(ValidateFn(limits, contract.root_element, parsed_until)).with_outputs(
+    v = docs | 'Validate' >> beam.ParDo(ValidateFn(limits, contract.root_element)).with_outputs(
         DEAD_LETTER_TAG, main='ok')
     pr = v.ok | 'Parse' >> beam.ParDo(ParseFn(spec)).with_outputs(DEAD_LETTER_TAG, main='ok')
     parsed = pr.ok

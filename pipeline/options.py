@@ -84,9 +84,10 @@ class MigrationOptions(PipelineOptions):
                             f'0 = one run. Default {DEFAULT_CHUNK_DOCS} on DirectRunner, 0 on other runners '
                             '(a cluster spills to disk, and each submission costs a job start).')
         g.add_argument('--parse-mode', dest='parse_mode', choices=['partial', 'full'], default='partial',
-                       help='partial (default): stop parsing a document once the last element the contract reads '
-                            'has closed (bureau blocks after it are skipped; a malformed tail is not detected). '
-                            'full: parse every byte, as the existing system did.')
+                       help='partial (default): build a tree only of the part of a document up to the end of the '
+                            'last element the contract reads, and check the rest for well-formedness without '
+                            'building one. full: build the tree of the whole document. Both give the same rows and '
+                            'outcomes (every document is checked well-formed in both); partial is faster.')
 
         g = parser.add_argument_group('limits per document (exceeding one dead-letters the document)')
         g.add_argument('--max-doc-mb', dest='max_doc_mb', type=float, default=DEFAULT_MAX_DOC_MB,
@@ -100,8 +101,8 @@ class MigrationOptions(PipelineOptions):
                        help=f'Most attributes on one element. Default {DEFAULT_MAX_ATTRIBUTES}.')
         g.add_argument('--max-parse-seconds', dest='max_parse_seconds', type=float,
                        default=DEFAULT_MAX_PARSE_SECONDS,
-                       help='Longest parse of one document, in seconds (checked every 16 KB; 0 turns it off). '
-                            f'Default {DEFAULT_MAX_PARSE_SECONDS:g}.')
+                       help='Longest decoding + parse of one document, in seconds (checked every 16 KB; 0 turns it '
+                            f'off). Default {DEFAULT_MAX_PARSE_SECONDS:g}.')
 
         g = parser.add_argument_group('outputs and reporting')
         g.add_argument('--dead-letter', dest='dead_letter', default=None,

@@ -28,8 +28,16 @@ def root_name(path):
     """The root element's local name of an XML file (from its first bytes), or None; refuses a DOCTYPE."""
     with open(path, 'rb') as f:
         head = f.read(PEEK)
+    from transforms.errors import StageError
     from transforms.validate import _prolog_end, decode_payload
-    text = decode_payload(head[:PEEK]).lstrip('\ufeff \t\r\n')
+    text = None
+    for cut in range(4):          # the peek may end inside a multi-byte character
+        try:
+            text = decode_payload(head[:len(head) - cut]).lstrip('\ufeff \t\r\n')
+            break
+        except StageError:
+            if cut == 3 or len(head) < PEEK:
+                raise
     start = _prolog_end(text)
     start = start[0] if isinstance(start, tuple) else start
     if start < 0:

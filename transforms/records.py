@@ -8,6 +8,7 @@ class Doc(NamedTuple):
     app_id: Optional[int]             # known from the source row, else None (taken from the XML)
     xml: Union[str, bytes, None]
     original: Union[str, bytes, None] = None   # the payload as read, kept when validation rewrote `xml`
+    time_left: Optional[float] = None          # seconds left of the document's --max-parse-seconds after validation
 
 
 class MappedDoc(NamedTuple):

@@ -7,6 +7,7 @@ Beam wrapper: `ValidateFn`, whose failures leave through the tagged dead-letter 
 import codecs
 import logging
 import re
+import time
 from typing import NamedTuple, Optional
 
 import apache_beam as beam
@@ -28,7 +29,7 @@ class Limits(NamedTuple):
     max_depth: int = 256                      # --max-depth (libxml2's own safe limit without huge_tree)
     max_elements: int = 500_000               # --max-elements: tags in the document (bounds the tree's memory)
     max_attributes: int = 1_000               # --max-attributes: attributes on one element
-    max_parse_seconds: float = 20.0           # --max-parse-seconds: wall time of one document's parse
+    max_parse_seconds: float = 20.0           # --max-parse-seconds: wall time of one document's decoding + parse
 
 
 # A payload bigger than this is not copied into the dead letter (it stays at its source, named by `source`).
@@ -42,8 +43,33 @@ _LEADING_JUNK = ''.join(chr(c) for c in range(0, 32)) + ' \ufeff'
 _NAME = re.compile(r'<([A-Za-z_][\w.\-]*(?::[\w.\-]+)?)')
 
 
+# The encodings a document may be in (XML declaration or byte order mark). Everything else (punycode, idna,
+# unicode_escape, utf-7, rot13, EBCDIC, ...) is refused: those are not document encodings, and some decode in
+# quadratic time outside every limit. Names as codecs.lookup() spells them.
+ACCEPTED_ENCODINGS = frozenset(
+    ['utf-8', 'utf-16', 'utf-16-le', 'utf-16-be', 'utf-32', 'utf-32-le', 'utf-32-be', 'ascii']
+    + [f'iso8859-{n}' for n in range(1, 17) if n != 12]
+    + [f'cp{n}' for n in range(1250, 1259)])
+ACCEPTED_ENCODINGS_TEXT = 'UTF-8, UTF-16, UTF-32, US-ASCII, ISO-8859-1..16, windows-1250..1258'
+
+# XML's autodetection of a document without byte order mark (XML 1.0 appendix F): '<?' in UTF-16/32.
+_NO_BOM_UTF = ((b'<\x00\x00\x00', 'utf-32-le'), (b'\x00\x00\x00<', 'utf-32-be'),
+               (b'<\x00?\x00', 'utf-16-le'), (b'\x00<\x00?', 'utf-16-be'))
+
+
+def _decode(data, encoding, label=None):
+    """Strict decoding: a byte sequence that is not valid in `encoding` fails the document with its offset."""
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as e:
+        raise StageError(STAGE, f'not valid {label or encoding}: invalid byte sequence at byte offset '
+                                f'{e.start} (the document is refused, never re-decoded in another encoding)')
+
+
 def decode_payload(xml):
-    """Bytes or str → (str, note). UTF-8 first, a declared/BOM encoding next, cp1252 as the last resort."""
+    """Bytes or str -> str. A byte order mark, else the XML declaration's encoding, else UTF-8, each decoded
+    strictly (see ACCEPTED_ENCODINGS). A document is never re-decoded in a guessed encoding: one bad byte in a
+    UTF-8 document would turn every accented character of it into mojibake."""
     if xml is None:
         raise StageError(STAGE, 'xml is NULL')
     if isinstance(xml, str):
@@ -54,34 +80,29 @@ def decode_payload(xml):
         raise StageError(STAGE, f'xml has unsupported type {type(xml).__name__}')
     data = bytes(xml)
     if data.startswith(codecs.BOM_UTF8):
-        data = data[3:]
-    elif data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
-        try:
-            return data.decode('utf-32')
-        except UnicodeDecodeError:
-            raise StageError(STAGE, 'UTF-32 byte order mark but the text is not valid UTF-32')
-    elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        try:
-            return data.decode('utf-16')
-        except UnicodeDecodeError:
-            raise StageError(STAGE, 'UTF-16 byte order mark but the text is not valid UTF-16')
+        return _decode(data[3:], 'utf-8', 'UTF-8')
+    if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return _decode(data, 'utf-32', 'UTF-32')
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return _decode(data, 'utf-16', 'UTF-16')
+    for head, enc in _NO_BOM_UTF:
+        if data.startswith(head):
+            return _decode(data, enc, enc.upper())
     declared = _DECLARED_ENCODING.match(data.lstrip())
-    if declared and declared.group(1).lower().replace(b'_', b'-') not in (b'utf-8', b'utf8', b'us-ascii', b'ascii'):
+    if declared:
+        name = declared.group(1).decode('ascii')
         try:
-            text = data.decode(declared.group(1).decode('ascii'))
-            # A declaration that does not describe the bytes (e.g. utf-16 on 8-bit text) decodes to garbage.
-            if text.lstrip(_LEADING_JUNK).startswith('<'):
-                return text
-        except (LookupError, UnicodeDecodeError, ValueError):
-            pass
-    try:
-        return data.decode('utf-8')
-    except UnicodeDecodeError:
-        pass
-    try:
-        return data.decode('cp1252')
-    except UnicodeDecodeError:
-        raise StageError(STAGE, 'text is neither UTF-8 nor cp1252')
+            enc = codecs.lookup(name).name
+        except LookupError:
+            raise StageError(STAGE, f'unknown encoding {name[:40]!r} in the XML declaration') from None
+        if enc not in ACCEPTED_ENCODINGS:
+            raise StageError(STAGE, f'encoding {name[:40]!r} in the XML declaration is not accepted (accepted: '
+                                    f'{ACCEPTED_ENCODINGS_TEXT})')
+        # A 16/32-bit declaration on 8-bit bytes ('<?xml' readable as ASCII, no BOM) does not describe the
+        # document: it is read as UTF-8, XML's default, strictly.
+        if enc not in ('utf-8', 'ascii') and not enc.startswith(('utf-16', 'utf-32')):
+            return _decode(data, enc, name[:40])
+    return _decode(data, 'utf-8', 'UTF-8')
 
 
 def _prolog_end(text):
@@ -160,17 +181,13 @@ def check_source_app_id(doc: Doc) -> Doc:
     return doc._replace(app_id=parse_app_id(doc.app_id, where='source app_id'))
 
 
-# The partial parser feeds 16 KB chunks: it may read this far past the closing tag of its stop element.
-PARSE_SLACK = 16 * 1024
+def validate_document(doc: Doc, limits: Limits = Limits(), root_element: Optional[str] = None) -> Doc:
+    """Checks that need no parser. Returns the Doc with its payload as clean UTF-8 bytes and the time left of the
+    document's budget (--max-parse-seconds covers decoding and parsing).
 
-
-def validate_document(doc: Doc, limits: Limits = Limits(), root_element: Optional[str] = None,
-                      parsed_until: Optional[str] = None) -> Doc:
-    """Checks that need no parser. Returns the Doc with its payload as clean UTF-8 bytes.
-
-    `parsed_until`: the closing tag after which the (partial) parser stops reading, e.g. '</application>'. The
-    scans that protect the parser (processing instructions, attribute bombs) then cover only what it will read,
-    plus its chunk of slack; the rest of the document is never parsed."""
+    Every scan covers the whole document, whatever the parse mode: partial and full parsing must give the same
+    outcome for every document."""
+    t0 = time.monotonic()
     doc = check_source_app_id(doc)
     xml = doc.xml
     if xml is None:
@@ -207,13 +224,8 @@ def validate_document(doc: Doc, limits: Limits = Limits(), root_element: Optiona
         raise StageError(STAGE, 'document is truncated: it does not end with ">"')
     if root_element and not tail.endswith(f'</{root}>') and not tail.endswith('/>'):
         raise StageError(STAGE, f'document is truncated: it does not end with </{root[:50]}>')
-    body_end = None
-    if parsed_until:
-        at = text.find(parsed_until, start)
-        if at >= 0:
-            body_end = min(len(text), at + len(parsed_until) + PARSE_SLACK)
     if pi < 0:
-        pi = _first_pi(text, start, body_end)
+        pi = _first_pi(text, start)
     if pi >= 0:
         raise StageError(STAGE, f'processing instruction <?{_pi_name(text, pi)}?> not allowed (only the XML '
                                 'declaration may appear)')
@@ -223,10 +235,20 @@ def validate_document(doc: Doc, limits: Limits = Limits(), root_element: Optiona
     if tags > limits.max_elements:
         raise StageError(STAGE, f'document has {tags} tags, over the limit of {limits.max_elements} elements '
                                 '(--max-elements)')
-    if _too_many_attributes(text, limits.max_attributes, body_end):
+    if _too_many_attributes(text, limits.max_attributes):
         raise StageError(STAGE, f'an element has more than {limits.max_attributes} attributes (--max-attributes)')
-    clean = text.encode('utf-8')
-    return doc._replace(xml=clean, original=None if clean == xml else xml)
+    try:
+        clean = text.encode('utf-8')
+    except UnicodeEncodeError as e:       # a str from a driver may hold a lone UTF-16 surrogate
+        raise StageError(STAGE, f'the text holds an unpaired UTF-16 surrogate at character {e.start} (not '
+                                'representable in any encoding)') from None
+    left = None
+    if limits.max_parse_seconds and limits.max_parse_seconds > 0:
+        left = limits.max_parse_seconds - (time.monotonic() - t0)
+        if left <= 0:
+            raise StageError(STAGE, f'decoding and checking took longer than {limits.max_parse_seconds:g} s '
+                                    '(--max-parse-seconds)')
+    return doc._replace(xml=clean, original=None if clean == xml else xml, time_left=left)
 
 
 def parse_app_id(value, where='app_id'):
@@ -256,10 +278,17 @@ def payload_text(xml, limit=None):
         return None
     if isinstance(xml, str):
         return xml
+    data = bytes(xml)
     try:
-        return bytes(xml).decode('utf-8')
+        return data.decode('utf-8')           # as it is, a byte order mark included
     except UnicodeDecodeError:
-        return bytes(xml).decode('cp1252', errors='replace')
+        pass
+    try:
+        return decode_payload(data)           # UTF-16/32, a declared 8-bit encoding
+    except StageError:
+        # not valid in its encoding (that may be why it is here): the bytes that are not UTF-8 are kept visible
+        # as \xNN escapes rather than guessed
+        return data.decode('utf-8', errors='backslashreplace')
 
 
 def clean_app_id(value):
@@ -316,11 +345,9 @@ def internal_reason(exc):
 class ValidateFn(beam.DoFn):
     """Doc → Doc (clean bytes) or a DeadLetter on the 'dead_letter' tag."""
 
-    def __init__(self, limits: Limits = Limits(), root_element: Optional[str] = None,
-                 parsed_until: Optional[str] = None):
+    def __init__(self, limits: Limits = Limits(), root_element: Optional[str] = None):
         self.limits = limits
         self.root_element = root_element
-        self.parsed_until = parsed_until
         self.read = beam.metrics.Metrics.counter('migration', 'docs_read')
         self.failed = beam.metrics.Metrics.counter('migration', 'validation_failed')
         self.bytes_read = beam.metrics.Metrics.counter('migration', 'bytes_read')
@@ -333,6 +360,6 @@ class ValidateFn(beam.DoFn):
             return
         if doc.xml is not None:
             self.bytes_read.inc(len(doc.xml))
-        out, dead = run_stage(STAGE, lambda: validate_document(doc, self.limits, self.root_element,
-                                                               self.parsed_until), doc, self.failed)
+        out, dead = run_stage(STAGE, lambda: validate_document(doc, self.limits, self.root_element), doc,
+                              self.failed)
         yield out if dead is None else dead
