@@ -1,5 +1,8 @@
 """The calculated-field expression language (SPEC §1.5, §10 decision 10).
 
+(One module of about 1,100 lines on purpose: the tokenizer, the grammar's parser and the AST nodes it builds are
+one language and are read and changed together; each part is a section below.)
+
 A real language: tokenizer -> recursive-descent parser -> typed AST -> tree of Python closures.
 Nothing here calls ``eval``/``exec``.  Grammar, semantics and every deliberate difference from the
 old regex/``eval`` engine are documented in ``docs/expressions.md``.
