@@ -289,7 +289,10 @@ def _bad(doc, col, raw):
 def raw_through_chain(doc, col):
     """For string-valued key/value rows: the extracted value after any transforming steps, as text."""
     if not col.steps:
-        return doc.extract(col, None)
+        raw = doc.extract(col, None)
+        if doc.trace is not None:
+            doc.trace.column(col, None).extend([('extract', raw, None), ('=', raw, 'text')])
+        return raw
     v, st = column_value(doc, col, None, False)
     if v is None or st == DEFAULTED:
         return None

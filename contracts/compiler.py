@@ -157,10 +157,11 @@ class CompiledContract:
     # ------------------------------------------------------------------------------------------------------------
     # map time
 
-    def map(self, root, app_id: Optional[int] = None) -> MapResult:
+    def map(self, root, app_id: Optional[int] = None, trace=None) -> MapResult:
+        """The rows of one parsed document. `trace` (a `contracts.explain.Trace`) records every step."""
         if hasattr(root, 'getroot'):
             root = root.getroot()
-        d = Document(self, root)
+        d = Document(self, root, trace)
         warnings = d.warnings
         apps = d.elems(self._app_path)
         if not apps:

@@ -4,6 +4,10 @@ SPEC §10.5), value extraction, and the name look-ups of calculated fields."""
 from contracts.columns import NULLISH, X_APP, X_REL, X_ROLE, X_ROW, column_value
 
 
+def _required_text(rule):
+    return ', '.join(f'{a}' if v is True else f'{a} in {"/".join(v)}' for a, v in rule.required.items())
+
+
 class Document:
     """Per-document state of one mapping: element cache, valid contacts, expression look-ups, warnings."""
     __slots__ = ('cc', 'root', 'cache', 'lower', 'warnings', 'app', 'app_id', 'valid', 'primary', 'valid_rows',
@@ -77,8 +81,12 @@ class Document:
         best = {}
         order = []
         mattrs = cc._meaningful_contact_attrs
+        tr = self.trace
         for el in self.elems(rule.child_path):
             if not self._passes_required(el, rule):
+                if tr is not None:
+                    tr.note(None, el, 'not a valid contact: a required attribute is missing, empty or not in the '
+                                      f'list ({_required_text(rule)})')
                 continue
             if mattrs:
                 ok = False
@@ -88,6 +96,8 @@ class Document:
                         ok = True
                         break
                 if not ok:
+                    if tr is not None:
+                        tr.note(None, el, f'not a valid contact: none of {", ".join(mattrs)} has a value')
                     continue
             rank = self._type_rank(el)
             key = tuple(el.get(a).strip() for a in cc._contact_true_attrs)
@@ -96,7 +106,12 @@ class Document:
                 order.append(key)
                 best[key] = (rank, el)
             elif rank <= cur[0]:
+                if tr is not None:
+                    tr.note(None, cur[1], 'replaced by a later contact with the same identity and the same or a '
+                                          'higher-priority type')
                 best[key] = (rank, el)
+            elif tr is not None:
+                tr.note(None, el, 'dropped: a contact with the same identity has a higher-priority type')
         self.valid = [best[k][1] for k in order]
         prim = None
         for k in order:

@@ -63,6 +63,8 @@ def one_row(doc, t):
                     keep = True
                     meaningful = True
     if not keep:
+        if doc.trace is not None:
+            doc.trace.note(t.name, None, 'row not written: nothing but keys and defaults (SPEC §10.3)')
         return None, False
     row['app_id'] = doc.app_id
     return row, meaningful
@@ -101,6 +103,9 @@ def child_rows(doc, t):
         meaningful = t.meaningful
         for el in parent.iterchildren(tag):
             if not doc._passes_required(el, rule):
+                if doc.trace is not None:
+                    doc.trace.note(t.name, el, 'row not written: the element does not pass the filter rule '
+                                               f'({", ".join(rule.required)})')
                 continue
             row = {}
             keep = False
@@ -112,6 +117,10 @@ def child_rows(doc, t):
                             and (meaningful is None or col.column in meaningful)):
                         keep = True
             if not keep:        # no meaningful data: only keys, defaults or other details (SPEC §1.9, §10.3)
+                if doc.trace is not None:
+                    doc.trace.note(t.name, el, 'row not written: no meaningful data' + (
+                        f' (none of {", ".join(sorted(meaningful))} has a value from the document)'
+                        if meaningful else ' (only keys and defaults)'))
                 continue
             row[fk] = key
             out.append(row)
@@ -192,6 +201,8 @@ def _warranty(doc, col, shape, keyed, groups, notes):
         return
     raw = doc.extract(col, None)                 # stripped strings, no conversion, no truncation (SPEC §1.3)
     s = raw.strip() if raw is not None else ''
+    if doc.trace is not None:
+        doc.trace.column(col, None).extend([('extract', raw, None), ('=', s or None, 'stripped text')])
     if s:
         g.row[col.column] = s
         g.meaningful = g.meaningful or _meaningful_text(s)
@@ -228,8 +239,10 @@ def kv_rows(doc, t):
     for col in t.cols:
         _KV_BUILDERS[col.row_kind](doc, col, ROW_SHAPES[col.row_kind], keyed, groups, notes)
     out = list(keyed.values())
-    for (kind, _), g in groups.items():
+    for (kind, arg), g in groups.items():
         if not g.meaningful:
+            if doc.trace is not None:
+                doc.trace.note(t.name, None, f'row {arg} not written: no meaningful data')
             continue
         row = g.row
         if kind == 'p':
