@@ -10,7 +10,7 @@ setup(
     description='Apache Beam pipeline that migrates XML documents into normalized SQL tables from a JSON mapping contract',
     python_requires='>=3.9',
     packages=['pipeline', 'pipeline.db', 'transforms', 'contracts'],
-    package_data={'contracts': ['samples/*.json']},
+    package_data={'contracts': ['samples/*.json', '*.json']},
     include_package_data=True,
     install_requires=[
         'apache-beam>=2.60',
@@ -18,7 +18,7 @@ setup(
         'pyodbc>=5.0',
     ],
     extras_require={
-        'test': ['pytest>=7', 'sqlglot>=25', 'hypothesis>=6', 'psutil>=5'],
+        'test': ['pytest>=7', 'sqlglot>=25', 'hypothesis>=6', 'psutil>=5', 'jsonschema>=4'],
     },
     entry_points={'console_scripts': ['xml-migrate=pipeline.cli:main']},
 )

@@ -2,7 +2,7 @@
 
 Every problem found is reported at load time with the entry it belongs to
 (``mappings[17] (app_pricing_cc.campaign_num): key 'data_type': unknown type 'strng'``), never later while mapping.
-The format is the existing system's (SPEC §1); `docs/contracts.md` describes every key.
+The format is the existing system's (SPEC §1); `contracts/contract.schema.json` describes every key.
 """
 import json
 import os
@@ -12,6 +12,7 @@ from typing import List, Optional
 from contracts.convert import to_datetime
 from contracts.errors import ContractError
 from contracts.expressions import ExpressionError, compile_expression
+from contracts.schema import schema_errors
 from contracts.model import (ARG_STEPS, DATA_TYPES, DATE_TYPES, ENUM_SUBSTRINGS, EXTRACTORS, LOG_TABLE,
                              OPTIONAL_DICT_TOP, PLAIN_STEPS, REQUIRED_TOP, ROW_CREATING, Contract, FilterRule,
                              Mapping, Relationship, Step)
@@ -188,6 +189,11 @@ class _Validator:
         self.fail_if_errors()
         self.check_duplicates(mappings)
         self.check_tables(mappings, tables, rels, rules)
+        self.fail_if_errors()
+        # What the checks above do not look at (unknown keys, e.g. a misspelt 'mapping_typ', types of optional
+        # keys), from the JSON Schema editors use: contracts/contract.schema.json.
+        for e in schema_errors(raw):
+            self.err(e)
         self.fail_if_errors()
         return Contract(raw, mappings, rules, rels, self.source)
 

@@ -1,7 +1,7 @@
 """The mapping contract's model: its vocabulary (data types, mapping types, the fixed columns of the row-creating
 types, the meaningful-data rule) and the classes a loaded contract is made of (`Contract`, `Mapping`, `FilterRule`,
 `Relationship`, `Step`). Loading and validation are in `contracts.loader`. The format is the existing system's
-(SPEC §1); see `docs/contracts.md`.
+(SPEC §1); see `contracts/contract.schema.json` and `docs/design.md`.
 """
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
