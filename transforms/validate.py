@@ -37,10 +37,9 @@ MAX_DEAD_LETTER_PAYLOAD = 16 * 1024 * 1024
 
 
 _XML_DECL = re.compile(rb'^<\?xml(?=[\s?])[^>]*\?>', re.I)
-_XML_DECL_STR = re.compile(r'^<\?xml(?=[\s?])[^>]*\?>', re.I)
 _DECLARED_ENCODING = re.compile(rb'^<\?xml\s[^>]*encoding\s*=\s*["\']([A-Za-z0-9._-]+)["\']')
-_LEADING_JUNK = ''.join(chr(c) for c in range(0, 32)) + ' \ufeff'
-_NAME = re.compile(r'<([A-Za-z_][\w.\-]*(?::[\w.\-]+)?)')
+_LEADING_JUNK_BYTES = bytes(range(0, 33))
+_NAME = re.compile(rb'<([A-Za-z_\x80-\xff][\w.\-\x80-\xff]*(?::[\w.\-\x80-\xff]+)?)')
 
 
 # The encodings a document may be in (XML declaration or byte order mark). Everything else (punycode, idna,
@@ -66,28 +65,18 @@ def _decode(data, encoding, label=None):
                                 f'{e.start} (the document is refused, never re-decoded in another encoding)')
 
 
-def decode_payload(xml):
-    """Bytes or str -> str. A byte order mark, else the XML declaration's encoding, else UTF-8, each decoded
-    strictly (see ACCEPTED_ENCODINGS). A document is never re-decoded in a guessed encoding: one bad byte in a
-    UTF-8 document would turn every accented character of it into mojibake."""
-    if xml is None:
-        raise StageError(STAGE, 'xml is NULL')
-    if isinstance(xml, str):
-        return xml
-    if isinstance(xml, memoryview):
-        xml = bytes(xml)
-    if not isinstance(xml, (bytes, bytearray)):
-        raise StageError(STAGE, f'xml has unsupported type {type(xml).__name__}')
-    data = bytes(xml)
+def _encoding_of(data):
+    """(encoding, label, offset of the text) of a document's bytes: a byte order mark, else XML's autodetection of
+    UTF-16/32, else the XML declaration's encoding, else UTF-8. Refuses encodings that are not document encodings."""
     if data.startswith(codecs.BOM_UTF8):
-        return _decode(data[3:], 'utf-8', 'UTF-8')
+        return 'utf-8', 'UTF-8', 3
     if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
-        return _decode(data, 'utf-32', 'UTF-32')
+        return 'utf-32', 'UTF-32', 0
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return _decode(data, 'utf-16', 'UTF-16')
+        return 'utf-16', 'UTF-16', 0
     for head, enc in _NO_BOM_UTF:
         if data.startswith(head):
-            return _decode(data, enc, enc.upper())
+            return enc, enc.upper(), 0
     declared = _DECLARED_ENCODING.match(data.lstrip())
     if declared:
         name = declared.group(1).decode('ascii')
@@ -101,70 +90,118 @@ def decode_payload(xml):
         # A 16/32-bit declaration on 8-bit bytes ('<?xml' readable as ASCII, no BOM) does not describe the
         # document: it is read as UTF-8, XML's default, strictly.
         if enc not in ('utf-8', 'ascii') and not enc.startswith(('utf-16', 'utf-32')):
-            return _decode(data, enc, name[:40])
-    return _decode(data, 'utf-8', 'UTF-8')
+            return enc, name[:40], 0
+    return 'utf-8', 'UTF-8', 0
+
+
+def _as_bytes(xml):
+    if xml is None:
+        raise StageError(STAGE, 'xml is NULL')
+    if isinstance(xml, memoryview):
+        xml = bytes(xml)
+    if not isinstance(xml, (bytes, bytearray)):
+        raise StageError(STAGE, f'xml has unsupported type {type(xml).__name__}')
+    return bytes(xml)
+
+
+def decode_payload(xml):
+    """Bytes or str -> str, decoded strictly in the document's encoding (see `_encoding_of`, ACCEPTED_ENCODINGS).
+    A document is never re-decoded in a guessed encoding: one bad byte in a UTF-8 document would turn every
+    accented character of it into mojibake."""
+    if isinstance(xml, str):
+        return xml
+    data = _as_bytes(xml)
+    enc, label, skip = _encoding_of(data)
+    return _decode(data[skip:] if skip else data, enc, label)
+
+
+def to_utf8(xml):
+    """The document as valid UTF-8 bytes, without a byte order mark. UTF-8 input is checked, not copied through
+    str and back; other encodings are decoded strictly and encoded once."""
+    if isinstance(xml, str):
+        try:
+            return xml.encode('utf-8')
+        except UnicodeEncodeError as e:       # a str from a driver may hold a lone UTF-16 surrogate
+            raise StageError(STAGE, f'the text holds an unpaired UTF-16 surrogate at character {e.start} (not '
+                                    'representable in any encoding)') from None
+    data = _as_bytes(xml)
+    enc, label, skip = _encoding_of(data)
+    if enc in ('utf-8', 'ascii'):
+        data = data[skip:] if skip else data
+        if not data.isascii():
+            _decode(data, 'utf-8', label)     # the check only: the bytes are kept as they are
+        return data
+    return _decode(data, enc, label).encode('utf-8')
 
 
 def _prolog_end(text):
     """(index of the root element's '<' after the prolog, index of the first processing instruction or -1).
+    `text` is bytes or str.
 
     The prolog may hold comments, processing instructions and a doctype; the index points at a '<!' for a
     doctype or other markup declaration (reported by the caller)."""
+    lt, pio, pic, co, cc = ('<', '<?', '?>', '<!--', '-->') if isinstance(text, str) else \
+        (b'<', b'<?', b'?>', b'<!--', b'-->')
     i, n, pi = 0, len(text), -1
     while i < n:
-        j = text.find('<', i)
+        j = text.find(lt, i)
         if j < 0:
             return -1, pi
-        if text.startswith('<?', j):
+        if text.startswith(pio, j):
             if pi < 0:
                 pi = j
-            k = text.find('?>', j)
+            k = text.find(pic, j)
             i = n if k < 0 else k + 2
-        elif text.startswith('<!--', j):
-            k = text.find('-->', j)
+        elif text.startswith(co, j):
+            k = text.find(cc, j)
             i = n if k < 0 else k + 3
         else:
             return j, pi      # root element, or '<!' DOCTYPE / ENTITY
     return -1, pi
 
 
-_BODY_MARKUP = re.compile(r'<\?|<!\[CDATA\[|<!--')
+_BODY_MARKUP = re.compile(rb'<\?|<!\[CDATA\[|<!--')
 
 
-def _first_pi(text, start, end=None):
+def _first_pi(data, start, end=None):
     """Index of the first processing instruction in [start, end) outside comments and CDATA, or -1. Linear."""
-    pos, end = start, len(text) if end is None else end
+    pos, end = start, len(data) if end is None else end
+    if data.find(b'<?', start, end) < 0:
+        return -1              # the common case: one fast search, no walk through comments and CDATA
     while True:
-        m = _BODY_MARKUP.search(text, pos, end)
+        m = _BODY_MARKUP.search(data, pos, end)
         if m is None:
             return -1
         tok = m.group()
-        if tok == '<?':
+        if tok == b'<?':
             return m.start()
-        end = text.find(']]>' if tok.startswith('<![') else '-->', m.end())
-        if end < 0:
+        end_at = data.find(b']]>' if tok.startswith(b'<![') else b'-->', m.end())
+        if end_at < 0:
             return -1          # unterminated: the parser reports it
-        pos = end + 3
+        pos = end_at + 3
 
 
-def _pi_name(text, at):
-    m = re.match(r'<\?([^\s?>]{0,40})', text[at:at + 45])
-    return m.group(1) if m else ''
+def _pi_name(data, at):
+    m = re.match(rb'<\?([^\s?>]{0,40})', data[at:at + 45])
+    return m.group(1).decode('utf-8', 'replace') if m else ''
 
 
 # An element with more than N attributes has a start tag of at least 5 N characters (' a=""' each), and a tag is
 # never interrupted by '<'. Only such long stretches are examined (attribute by attribute, stopping at N + 1), so an
 # ordinary document costs one C-speed regex scan.
-_TAG_NAME = re.compile(r'<[A-Za-z_][^\s/>]*')
-_ATTRIBUTE = re.compile(r'''\s+[^\s=<>"'/]+\s*=\s*(?:"[^"]*"|'[^']*')''')
+_TAG_NAME = re.compile(rb'<[A-Za-z_\x80-\xff][^\s/>]*')
+_ATTRIBUTE = re.compile(rb'''\s+[^\s=<>"'/]+\s*=\s*(?:"[^"]*"|'[^']*')''')
+_LONG_STRETCH = {}
 
 
-def _too_many_attributes(text, limit, end=None):
-    long_stretch = re.compile(r'<[A-Za-z_][^<]{%d,}' % (5 * limit))
-    for m in long_stretch.finditer(text, 0, len(text) if end is None else end):
-        pos, count = _TAG_NAME.match(text, m.start()).end(), 0
+def _too_many_attributes(data, limit):
+    long_stretch = _LONG_STRETCH.get(limit)
+    if long_stretch is None:
+        long_stretch = _LONG_STRETCH[limit] = re.compile(rb'<[A-Za-z_\x80-\xff][^<]{%d,}' % (5 * limit))
+    for m in long_stretch.finditer(data):
+        pos, count = _TAG_NAME.match(data, m.start()).end(), 0
         while True:
-            a = _ATTRIBUTE.match(text, pos)
+            a = _ATTRIBUTE.match(data, pos)
             if a is None:
                 break
             count += 1
@@ -182,11 +219,11 @@ def check_source_app_id(doc: Doc) -> Doc:
 
 
 def validate_document(doc: Doc, limits: Limits = Limits(), root_element: Optional[str] = None) -> Doc:
-    """Checks that need no parser. Returns the Doc with its payload as clean UTF-8 bytes and the time left of the
-    document's budget (--max-parse-seconds covers decoding and parsing).
+    """Checks that need no parser. Returns the Doc with its payload as clean UTF-8 bytes (no byte order mark, no XML
+    declaration) and the time left of the document's budget (--max-parse-seconds covers decoding and parsing).
 
     Every scan covers the whole document, whatever the parse mode: partial and full parsing must give the same
-    outcome for every document."""
+    outcome for every document. The scans run on the UTF-8 bytes, so a UTF-8 document is never copied to str."""
     t0 = time.monotonic()
     doc = check_source_app_id(doc)
     xml = doc.xml
@@ -196,59 +233,68 @@ def validate_document(doc: Doc, limits: Limits = Limits(), root_element: Optiona
     if size > limits.max_doc_bytes:
         raise StageError(STAGE, f'document is {size / 1048576:.1f} MB, over the limit of '
                                 f'{limits.max_doc_bytes / 1048576:.1f} MB (--max-doc-mb)')
-    text = decode_payload(xml)
-    text = text.lstrip(_LEADING_JUNK)
-    if not text.strip():
+    data = _lstrip(to_utf8(xml))
+    if not data.strip():
         raise StageError(STAGE, 'document is empty')
-    if '\x00' in text:
+    if b'\x00' in data:
         raise StageError(STAGE, 'document contains NUL characters (binary data, not XML)')
-    if not text.startswith('<'):
+    if not data.startswith(b'<'):
         raise StageError(STAGE, 'not XML: text does not start with "<"')
-    text = _XML_DECL_STR.sub('', text, count=1).lstrip(_LEADING_JUNK)
-    start, pi = _prolog_end(text)
+    m = _XML_DECL.match(data)
+    if m:
+        data = _lstrip(data[m.end():])
+    start, pi = _prolog_end(data)
     if start < 0:
         raise StageError(STAGE, 'not XML: no root element')
-    if text.startswith('<!', start):
-        word = text[start:start + 10].upper()
-        kind = 'DOCTYPE' if word.startswith('<!DOCTYPE') else 'markup declaration'
+    if data.startswith(b'<!', start):
+        word = data[start:start + 10].upper()
+        kind = 'DOCTYPE' if word.startswith(b'<!DOCTYPE') else 'markup declaration'
         raise StageError(STAGE, f'{kind} not allowed: documents with DTDs or entity declarations are '
                                 'refused (entity expansion and external entity attacks)')
-    m = _NAME.match(text, start)
+    m = _NAME.match(data, start)
     if not m:
         raise StageError(STAGE, 'not XML: root element has no valid name')
-    root = m.group(1)
+    root_b = m.group(1)
+    root = root_b.decode('utf-8', 'replace')
     if root_element and root.split(':')[-1] != root_element:
         raise StageError(STAGE, f'wrong root element <{root[:50]}>, expected <{root_element}>')
-    tail = text.rstrip()
-    if not tail.endswith('>'):
+    tail = data.rstrip()
+    if not tail.endswith(b'>'):
         raise StageError(STAGE, 'document is truncated: it does not end with ">"')
-    if root_element and not tail.endswith(f'</{root}>') and not tail.endswith('/>'):
+    if root_element and not tail.endswith(b'</' + root_b + b'>') and not tail.endswith(b'/>'):
         raise StageError(STAGE, f'document is truncated: it does not end with </{root[:50]}>')
     if pi < 0:
-        pi = _first_pi(text, start)
+        pi = _first_pi(data, start)
     if pi >= 0:
-        raise StageError(STAGE, f'processing instruction <?{_pi_name(text, pi)}?> not allowed (only the XML '
+        raise StageError(STAGE, f'processing instruction <?{_pi_name(data, pi)}?> not allowed (only the XML '
                                 'declaration may appear)')
     # Every start tag takes at least 3 characters ('<a>'), so a text shorter than 3 * max_elements cannot exceed
-    # the limit: the two counting scans (0.3 ms on a 250 KB document, bench/) are only run on texts that could.
-    tags = text.count('<') - text.count('</') if len(text) > 3 * limits.max_elements else 0
+    # the limit: the two counting scans are only run on texts that could.
+    tags = data.count(b'<') - data.count(b'</') if len(data) > 3 * limits.max_elements else 0
     if tags > limits.max_elements:
         raise StageError(STAGE, f'document has {tags} tags, over the limit of {limits.max_elements} elements '
                                 '(--max-elements)')
-    if _too_many_attributes(text, limits.max_attributes):
+    if _too_many_attributes(data, limits.max_attributes):
         raise StageError(STAGE, f'an element has more than {limits.max_attributes} attributes (--max-attributes)')
-    try:
-        clean = text.encode('utf-8')
-    except UnicodeEncodeError as e:       # a str from a driver may hold a lone UTF-16 surrogate
-        raise StageError(STAGE, f'the text holds an unpaired UTF-16 surrogate at character {e.start} (not '
-                                'representable in any encoding)') from None
     left = None
     if limits.max_parse_seconds and limits.max_parse_seconds > 0:
         left = limits.max_parse_seconds - (time.monotonic() - t0)
         if left <= 0:
             raise StageError(STAGE, f'decoding and checking took longer than {limits.max_parse_seconds:g} s '
                                     '(--max-parse-seconds)')
-    return doc._replace(xml=clean, original=None if clean == xml else xml, time_left=left)
+    return doc._replace(xml=data, original=None if data == xml else xml, time_left=left)
+
+
+_BOM = codecs.BOM_UTF8
+
+
+def _lstrip(data):
+    """Leading control characters, blanks and (repeated) byte order marks off."""
+    while True:
+        data = data.lstrip(_LEADING_JUNK_BYTES)
+        if not data.startswith(_BOM):
+            return data
+        data = data[3:]
 
 
 def parse_app_id(value, where='app_id'):
