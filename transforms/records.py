@@ -8,6 +8,7 @@ class Doc(NamedTuple):
     app_id: Optional[int]             # known from the source row, else None (taken from the XML)
     xml: Union[str, bytes, None]
     original: Union[str, bytes, None] = None   # the payload as read, kept when validation rewrote `xml`
+    content_hash: Optional[str] = None          # sha256 hex of the payload as stored at the source (resume, ledger)
 
 
 class MappedDoc(NamedTuple):
