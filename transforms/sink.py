@@ -21,8 +21,8 @@ Guarantees:
   which bisects a data error (SQLSTATE 22/23, constraint, conversion, OverflowError) down to the one document
   that causes it. Only infrastructure faults (connection, disk, permissions, missing table/column: `classify` ->
   fatal) raise SinkError and stop the run.
-* A document written before (it has a processing_log row) is replaced: its rows are deleted children first
-  before its new rows are written, so the target ends with exactly the rows its current version maps to.
+* A document written before (its processing_log row says success) is replaced: its rows are deleted children
+  first before its new rows are written, so the target ends with exactly the rows its current version maps to.
 """
 import datetime
 import logging
@@ -467,7 +467,7 @@ class _ExplodeFn(beam.DoFn):
 class WriteToSql(beam.PTransform):
     """PCollection[MappedDoc] -> PCollection[Outcome] (one per MappedDoc).
 
-    [replace: documents written before (their app_id has a processing_log row) lose their old rows first, children
+    [replace: documents written before (a processing_log success row for the app_id) lose their old rows first, children
     first, in one transaction per batch of documents] -> per FK tier: [barrier: CoGroupByKey(app_id) of the docs
     still alive with the previous tier's failures: a tier starts only after the previous tier finished, and docs
     that failed earlier are dropped] -> explode to (table, RowGroup) -> GroupIntoBatches(batch_size) ->
@@ -600,9 +600,10 @@ def _delete_owned(cur, templates, app_ids, per=500) -> int:
 
 class _ReplaceFn(_ConnPerBundleFn):
     """Batches of MappedDoc -> the same docs, after the rows of those written before are deleted (children
-    first, one transaction per batch). 'Written before' = the app_id has a processing_log row (one indexed
-    SELECT per batch; first-time documents cost nothing more). A document whose old rows cannot be deleted for
-    its data (e.g. a foreign key from a table the contract does not write) fails alone (tagged 'failed')."""
+    first, one transaction per batch). 'Written before' = the app_id has a processing_log row with status
+    success (one indexed SELECT per batch; first-time documents cost nothing more; a failed document's rows were
+    removed by the compensation already). A document whose old rows cannot be deleted for its data (e.g. a
+    foreign key from a table the contract does not write) fails alone (tagged 'failed')."""
 
     def __init__(self, target_url, metas, tiers, ledger_schema, dialect=None, retry: RetryPolicy = RetryPolicy()):
         super().__init__(target_url, dialect, retry)
@@ -616,16 +617,16 @@ class _ReplaceFn(_ConnPerBundleFn):
         d = get_dialect(self.target.dialect_name)
         self.templates = _owned_rows_templates(self.metas, self.tiers, d)
         self.ledger = d.qualify('processing_log', self.ledger_schema if d.supports_schema else None)
-        self.app_id = d.quote('app_id')
+        self.app_id, self.status = d.quote('app_id'), d.quote('status')
 
     def _known(self, w, ids):
-        """The app_ids of `ids` that have a processing_log row."""
+        """The app_ids of `ids` that have a processing_log success row."""
         def select(cur, part):
             found = set()
             for i in range(0, len(part), 500):
                 chunk = part[i:i + 500]
-                cur.execute(f'SELECT {self.app_id} FROM {self.ledger} WHERE {self.app_id} {_ids_sql(len(chunk))}',
-                            chunk)
+                cur.execute(f'SELECT {self.app_id} FROM {self.ledger} WHERE {self.status} = ? '
+                            f'AND {self.app_id} {_ids_sql(len(chunk))}', ['success'] + list(chunk))
                 found.update(_norm(r[0]) for r in cur.fetchall())
             return found
         known = set()
