@@ -39,12 +39,13 @@ def _tables():
     return list(PROJECT_TABLES)
 
 
-def problems(conn, dialect, schema: Optional[str] = None) -> List[str]:
-    """What the existing project tables lack (empty when they are up to date or do not exist)."""
+def problems(conn, dialect, schema: Optional[str] = None, metas=None) -> List[str]:
+    """What the existing project tables lack (empty when they are up to date or do not exist). `metas`: their
+    TableMeta when already introspected."""
     d = get_dialect(dialect)
     out = []
     for table in _tables():
-        live = d.introspect_table(conn, schema, table)
+        live = (metas or {}).get(table) or d.introspect_table(conn, schema, table)
         if live is None:
             continue
         for col in _spec_columns(table):
