@@ -422,20 +422,16 @@ def _nobeam_task(rng):
                 res = w.write(_W['metas'][t], groups)
                 nrows += res.rows_written
                 bad.update(res.failed)
-    # the ledger, as the pipeline writes it: delete + insert per app_id, one transaction
+    # the ledger, as the pipeline writes it: an upsert on processing_log's unique app_id, one transaction
+    from pipeline.db.ddl import project_metas
+    from transforms.sink import keyed_view
     d = get_dialect(target.dialect_name)
-    tbl = d.qualify('processing_log', _W['schema'])
-    led = [(m.app_id, 'failed' if m.app_id in bad else 'success') for m in mapped] + \
-          [(a, 'failed') for a, _, _ in failed]
-
-    def tx(cur):
-        ids = [a for a, _ in led]
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            cur.execute(f'DELETE FROM {tbl} WHERE {d.quote("app_id")} IN ({", ".join("?" * len(chunk))})', chunk)
-        cur.executemany(f'INSERT INTO {tbl} ({d.cols(["app_id", "status"])}) VALUES (?, ?)', led)
+    view = keyed_view(project_metas(_W['schema'] if d.supports_schema else None)['processing_log'],
+                      ['app_id', 'status'], 'app_id')
+    led = dict([(a, 'failed') for a, _, _ in failed] +
+               [(m.app_id, 'failed' if m.app_id in bad else 'success') for m in mapped])
     if led:
-        w.run(tx)
+        w.run(lambda cur: d.upsert(cur, view, ['app_id', 'status'], sorted(led.items()), owner_check=False))
     t_sink = time.perf_counter() - t2
     return len(rows), len(mapped) - len(bad), len(failed) + len(bad), nrows, t_read, t_xform, t_sink
 

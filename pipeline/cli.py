@@ -425,7 +425,7 @@ def _run_processes(argv, args, contract):
                                     {'dead_lettered_by_stage': d.get('dead_lettered_by_stage', {}),
                                      'quality_warnings': d.get('quality_warnings', 0),
                                      'docs_with_quality_warnings': d.get('docs_with_quality_warnings', 0),
-                                     'counters': d.get('counters', {})}))
+                                     'counters': d.get('counters', {})}, d.get('changed', 0)))
     total.elapsed_s = elapsed
     total.extra.update({'session_id': session, 'processes': n, 'target': sink.display,
                         'shard_exit_codes': codes})
@@ -475,7 +475,9 @@ def cmd_map(argv):
 def cmd_create_tables(argv):
     ap = argparse.ArgumentParser(prog='python -m pipeline create-tables',
                                  description='Create the target tables of a table spec (plus processing_log and '
-                                             'dead_letter) in a database; tables that exist are left alone.')
+                                             'dead_letter) in a database; tables that exist are left alone, except '
+                                             'processing_log / dead_letter created by an earlier version, which are '
+                                             'upgraded (columns added, duplicate rows merged, unique keys added).')
     ap.add_argument('--tables', required=True, help='Table spec (JSON, like tables.json) or a sample name.')
     ap.add_argument('--target', required=True, help='sqlite:///PATH or odbc:<connection string>.')
     ap.add_argument('--schema', default=None, help='Schema to create them in (ignored by SQLite).')

@@ -62,11 +62,46 @@ class RefetchPayloadFn(beam.DoFn):
                          payload=refetch_payload(self.fetch, o.source))
 
 
+def _read_ledger(target_url, dialect, read):
+    from pipeline.db.targets import parse_target
+    target = parse_target(target_url, dialect=dialect)
+    conn = target.connect()
+    try:
+        return read(conn, target.dialect_name)
+    finally:
+        conn.close()
+
+
+class SkipUnchangedFn(beam.DoFn):
+    """Resume for sources that learn a document's app_id only from the XML (files, container files), before any
+    parsing: a document whose content hash (sha256 of the bytes read) is the content_hash of a processing_log
+    `success` row was migrated exactly as it is now - skipped (counted as skipped, not read). A changed document
+    has a new hash and goes on; the ledger then counts it as changed. The hashes of the done documents are read
+    once per worker, 8 bytes each."""
+
+    def __init__(self, target_url, schema, dialect=None):
+        self.target_url, self.schema, self.dialect = target_url, schema, dialect
+        self.skipped = beam.metrics.Metrics.counter('migration', 'docs_skipped_done')
+
+    def setup(self):
+        from transforms.sink import read_success_hashes
+        self.done = _read_ledger(self.target_url, self.dialect,
+                                 lambda conn, d: read_success_hashes(conn, d, self.schema))
+
+    def process(self, doc):
+        from transforms.sink import hash_prefix
+        if self.done and hash_prefix(doc.content_hash) in self.done:
+            self.skipped.inc()
+            return
+        yield doc
+
+
 class SkipDoneFn(beam.DoFn):
     """For sources that learn a document's app_id only from the XML (files, container files), after parsing:
 
-    * resume: drop documents whose app_id the target's processing_log already has as success (read once per
-      worker, counted as skipped);
+    * resume: drop documents whose app_id has a processing_log `success` row without content hash (written by an
+      earlier version of the tool: nothing tells whether they changed; --no-resume once records the hashes).
+      Documents whose hash matches were skipped before parsing (SkipUnchangedFn); counted as skipped;
     * an app_id already written from another document by an earlier chunk of this same invocation is a duplicate
       in this run: dead letter (within one chunk, DedupeAppIds catches it)."""
 
@@ -79,14 +114,9 @@ class SkipDoneFn(beam.DoFn):
         self.done = frozenset()
         if not self.resume:
             return
-        from pipeline.db.targets import parse_target
-        from transforms.sink import read_success_ids
-        target = parse_target(self.target_url, dialect=self.dialect)
-        conn = target.connect()
-        try:
-            self.done = read_success_ids(conn, target.dialect_name, self.schema)
-        finally:
-            conn.close()
+        from transforms.sink import read_unhashed_success_ids
+        self.done = _read_ledger(self.target_url, self.dialect,
+                                 lambda conn, d: read_unhashed_success_ids(conn, d, self.schema))
 
     def process(self, parsed):
         if parsed.app_id in self.written_before:
@@ -101,6 +131,16 @@ class SkipDoneFn(beam.DoFn):
             self.skipped.inc()
             return
         yield parsed
+
+
+def _with_content_hash(kv):
+    """(source, {'outcome': [...], 'hash': [...]}) -> (Outcome, content hash) for the ledger. A source table with
+    two rows for one app_id gives one source two hashes: the smallest is kept (such a document is never skipped
+    by resume, whose rows must all match)."""
+    _, groups = kv
+    hashes = sorted(h for h in groups['hash'] if h)
+    for o in groups['outcome']:
+        yield o, (hashes[0] if hashes else None)
 
 
 class CountOutcomesFn(beam.DoFn):
@@ -181,6 +221,8 @@ def build_pipeline(p, contract, source, *, target=None, sink=None, parse_mode='p
                                    max_seconds=getattr(limits, 'max_parse_seconds', 20.0))
 
     docs = p | 'Read' >> source.transform()
+    if target is not None and resume and getattr(source, 'kind', None) != 'table':
+        docs = docs | 'SkipUnchanged' >> beam.ParDo(SkipUnchangedFn(target, sink.schema, sink.dialect))
     if progress_s:
         docs = docs | 'Progress' >> beam.ParDo(ProgressFn('read', progress_s, source.expected))
     v = docs | 'Validate' >> beam.ParDo(ValidateFn(limits, contract.root_element)).with_outputs(
@@ -201,16 +243,25 @@ def build_pipeline(p, contract, source, *, target=None, sink=None, parse_mode='p
     if target is not None:
         from transforms.sink import WriteDeadLetters, WriteLedger, WriteToSql
         sink_outcomes = mapped | 'Write' >> WriteToSql(target, sink.metas, sink.tiers, batch_size,
-                                                       dialect=sink.dialect)
+                                                       dialect=sink.dialect, ledger_schema=sink.schema)
         sink_failed = sink_outcomes | 'SinkFailures' >> beam.Filter(lambda o: o.status != 'success')
         sink_dead = sink_failed | 'RefetchPayload' >> beam.ParDo(RefetchPayloadFn(source.fetcher()))
         dead = (early_dead, sink_dead) | 'AllDeadLetters' >> beam.Flatten()
         outcomes = ((sink_outcomes, early_dead | 'EarlyOutcomes' >> beam.Map(_outcome_of_dead_letter))
                     | 'AllOutcomes' >> beam.Flatten())
         counted = outcomes | 'Count' >> beam.ParDo(CountOutcomesFn())
-        counted | 'Ledger' >> WriteLedger(target, sink.schema, session_id, dialect=sink.dialect)
-        early_dead | 'DeadLetterTable' >> WriteDeadLetters(target, sink.schema, dialect=sink.dialect)
-        sink_dead | 'SinkDeadLetterTable' >> WriteDeadLetters(target, sink.schema, dialect=sink.dialect)
+        # The ledger records the content hash of the version processed (resume compares it next time): the
+        # hashes come from the source, joined by source reference (they are not carried through the stages).
+        hashes = docs | 'ContentHashes' >> beam.Map(lambda doc: (doc.source, doc.content_hash))
+        ledger_in = ({'outcome': counted | 'OutcomesBySource' >> beam.Map(lambda o: (o.source, o)),
+                      'hash': hashes}
+                     | 'JoinContentHashes' >> beam.CoGroupByKey()
+                     | 'WithContentHash' >> beam.FlatMap(_with_content_hash))
+        ledger_in | 'Ledger' >> WriteLedger(target, sink.schema, session_id, dialect=sink.dialect)
+        early_dead | 'DeadLetterTable' >> WriteDeadLetters(target, sink.schema, dialect=sink.dialect,
+                                                           session_id=session_id)
+        sink_dead | 'SinkDeadLetterTable' >> WriteDeadLetters(target, sink.schema, dialect=sink.dialect,
+                                                              session_id=session_id)
     else:
         dead = early_dead
         ok = mapped | 'MappedOutcomes' >> beam.Map(

@@ -46,7 +46,8 @@ class MigrationOptions(PipelineOptions):
                             '--create-tables. Without it the target\'s own tables are introspected.')
         g.add_argument('--create-tables', dest='create_tables', action='store_true', default=False,
                        help='Create the missing target tables this contract writes (from --tables; reference tables and FKs to them are left out) plus processing_log and dead_letter '
-                            'before the run.')
+                            'before the run; processing_log / dead_letter created by an earlier version are upgraded '
+                            '(columns added, duplicate rows merged, unique keys added).')
 
         g = parser.add_argument_group('which documents')
         g.add_argument('--app-id-start', dest='app_id_start', type=_int_or_none, default=None,
@@ -60,9 +61,11 @@ class MigrationOptions(PipelineOptions):
         g.add_argument('--shard-index', dest='shard_index', type=_int_or_none, default=None,
                        help='Modulo sharding: which shard this run reads (0 .. shard-count-1).')
         g.add_argument('--resume', dest='resume', action='store_true', default=True,
-                       help='Skip documents already marked success in the target\'s processing_log (default).')
+                       help='Skip documents already marked success in the target\'s processing_log with the same '
+                            'content hash (default); changed documents are migrated again and replace their rows.')
         g.add_argument('--no-resume', dest='resume', action='store_false',
-                       help='Re-process every document (rows are upserted, so nothing is duplicated).')
+                       help='Re-process every document (a document migrated before has its rows replaced, so '
+                            'nothing is duplicated or left stale).')
 
         g = parser.add_argument_group('tuning')
         g.add_argument('--batch-size', dest='batch_size', type=int, default=DEFAULT_BATCH_SIZE,

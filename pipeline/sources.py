@@ -3,14 +3,18 @@
 * `TableSource`: `app_id, xml` rows of a table in a database (`sqlite:///PATH` or `odbc:...`), read as a
   partitioned read like Beam's JdbcIO `readWithPartitions`: the app_id range is split into N partitions at launch
   (from min/max), the partitions are reshuffled, and each is read with its own connection and keyset pagination
-  (`app_id > last ORDER BY app_id`), never OFFSET. Modulo sharding and resume (skip documents already `success`
-  in the target's processing_log) are applied in the query / per page.
-* `FileSource`: a folder or glob of `.xml` files, one document each (app_id from the document).
+  (`app_id > last ORDER BY app_id`), never OFFSET. Modulo sharding is applied in the query. Resume is per page:
+  the page is first read as app_ids and looked up in the target's processing_log; the source database computes the
+  content hash (sha256 of the XML text) of the ones already `success`; only documents not yet `success`, or whose
+  hash changed, have their XML read.
+* `FileSource`: a folder or glob of `.xml` files, one document each (app_id from the document); the content hash
+  is the sha256 of the bytes read.
 
 Each source is a PTransform producing `Doc` records and can fetch one document again by its `source` reference
 (used to put the original payload into the dead letter when a document fails at the sink).
 """
 import glob
+import hashlib
 import logging
 import os
 from typing import List, NamedTuple, Optional
@@ -82,6 +86,7 @@ class _Query:
             self.col = dialect.quote(spec.column)
         except Exception as e:
             raise SourceError(str(e)) from None
+        self.hash = dialect.content_hash_sql(self.col)
         # Rows with a NULL xml are read (and dead-lettered by validation: 'xml is NULL'), never skipped silently.
         # SQLite columns may hold non-integer app_ids: the keyset reads take the integers, `misfits()` the rest.
         where = [f"typeof({self.id}) = 'integer'" if self.dialect == 'sqlite' else f'{self.id} IS NOT NULL']
@@ -96,7 +101,8 @@ class _Query:
 
     def misfits(self):
         """SQLite only: the rows whose app_id is not an integer (text, real, blob or NULL)."""
-        return f"SELECT {self.id}, {self.col} FROM {self.t} WHERE typeof({self.id}) <> 'integer'", []
+        return (f"SELECT {self.id}, {self.hash}, {self.col} FROM {self.t} WHERE typeof({self.id}) <> 'integer'",
+                [])
 
     def bounds(self):
         return (f'SELECT MIN({self.id}), MAX({self.id}), COUNT(*) FROM {self.t} WHERE ' + ' AND '.join(self.where),
@@ -121,17 +127,35 @@ class _Query:
                     f'OFFSET ? ROWS FETCH NEXT 1 ROWS ONLY', params + [n - 1])
         return f'SELECT {self.id} FROM {self.t} WHERE {w} ORDER BY {self.id} LIMIT 1 OFFSET ?', params + [n - 1]
 
-    def same_id(self, app_id):
+    def _cols(self, xml):
+        return f'{self.id}, {self.hash}, {self.col}' if xml else self.id
+
+    def same_id(self, app_id, xml=True):
         """Every row of one app_id (a source table whose app_id is not unique)."""
-        return (f'SELECT {self.id}, {self.col} FROM {self.t} WHERE ' + ' AND '.join(self.where + [f'{self.id} = ?']),
+        return (f'SELECT {self._cols(xml)} FROM {self.t} WHERE ' + ' AND '.join(self.where + [f'{self.id} = ?']),
                 list(self.params) + [app_id])
 
-    def page(self, after, hi, size):
+    def page(self, after, hi, size, xml=True):
+        """One keyset page: (app_id, content hash, xml) rows; with xml=False only the app_ids (resume asks the
+        ledger first, then reads hashes / XML of just the documents that need them)."""
         w = ' AND '.join(self.where + [f'{self.id} > ?', f'{self.id} <= ?'])
         params = list(self.params) + [after, hi]
         if self.dialect == 'mssql':
-            return f'SELECT TOP ({int(size)}) {self.id}, {self.col} FROM {self.t} WHERE {w} ORDER BY {self.id}', params
-        return f'SELECT {self.id}, {self.col} FROM {self.t} WHERE {w} ORDER BY {self.id} LIMIT {int(size)}', params
+            return (f'SELECT TOP ({int(size)}) {self._cols(xml)} FROM {self.t} WHERE {w} ORDER BY {self.id}',
+                    params)
+        return f'SELECT {self._cols(xml)} FROM {self.t} WHERE {w} ORDER BY {self.id} LIMIT {int(size)}', params
+
+    def _in(self, cols, app_ids):
+        w = ' AND '.join(self.where + [f'{self.id} IN ({", ".join("?" * len(app_ids))})'])
+        return f'SELECT {cols} FROM {self.t} WHERE {w} ORDER BY {self.id}', list(self.params) + list(app_ids)
+
+    def hashes(self, app_ids):
+        """(app_id, content hash) of the rows of `app_ids`: computed by the server, the XML does not travel."""
+        return self._in(f'{self.id}, {self.hash}', app_ids)
+
+    def fetch(self, app_ids):
+        """(app_id, content hash, xml) of the rows of `app_ids` (one page's documents that resume does not skip)."""
+        return self._in(self._cols(True), app_ids)
 
 
 def plan_partitions(spec: TableSpec, opts: ReadOptions, chunk_docs=None):
@@ -153,7 +177,7 @@ def plan_partitions(spec: TableSpec, opts: ReadOptions, chunk_docs=None):
         misfits = []
         if target.dialect.name == 'sqlite' and opts.app_id_start is None and opts.app_id_end is None \
                 and not opts.shard_count and opts.limit is None:
-            cur.execute(q.misfits()[0].replace(f'{q.id}, {q.col}', 'COUNT(*)', 1))
+            cur.execute(q.misfits()[0].replace(f'{q.id}, {q.hash}, {q.col}', 'COUNT(*)', 1))
             n_misfits = int(cur.fetchone()[0])
             if n_misfits:
                 misfits, count = [MISFITS], int(count or 0) + n_misfits
@@ -183,7 +207,13 @@ def _first_line(e):
 
 
 class ReadPartitionFn(beam.DoFn):
-    """Reads one app_id partition with keyset pagination, one connection per bundle."""
+    """Reads one app_id partition with keyset pagination, one connection per bundle.
+
+    With resume, each page is read as app_ids first and looked up in processing_log; for the app_ids that are
+    `success` there the source database computes the content hash (the XML does not travel), and a document whose
+    hash is the one recorded (or whose success row has no hash: written by an earlier version) is skipped. Only
+    the other documents' XML is read. Without resume a page carries the XML directly. So a first run reads each
+    document once, and a resumed run never transfers the XML of a document it skips."""
 
     def __init__(self, spec: TableSpec, opts: ReadOptions, resume_target=None, resume_schema=None):
         self.spec, self.opts = spec, opts
@@ -197,6 +227,7 @@ class ReadPartitionFn(beam.DoFn):
     def _open(self):
         target, self.conn = _connect(self.spec.url, self.spec.dialect)
         self.q = _Query(self.spec, target.dialect, self.opts)
+        self.max_params = min(target.dialect.max_params, 900)
         if self.opts.resume and self.resume_target:
             from pipeline.db.ledger import Ledger
             self.ledger = Ledger.open(self.resume_target, self.resume_schema)
@@ -208,13 +239,15 @@ class ReadPartitionFn(beam.DoFn):
         if part == MISFITS:
             # Non-integer app_ids: read so that validation dead-letters them ('source app_id is not an integer').
             cur.execute(*self.q.misfits())
-            for app_id, xml in cur.fetchall():
-                yield Doc(source=f'{self.spec.table}:{app_id}', app_id='' if app_id is None else app_id, xml=xml)
+            for app_id, h, xml in cur.fetchall():
+                yield Doc(source=f'{self.spec.table}:{app_id}', app_id='' if app_id is None else app_id, xml=xml,
+                          content_hash=h)
             return
         after = part.lo
         size = self.opts.fetch_size
+        keys_only = self.ledger is not None
         while True:
-            cur.execute(*self.q.page(after, part.hi, size))
+            cur.execute(*self.q.page(after, part.hi, size, xml=not keys_only))
             page = cur.fetchall()
             if not page:
                 break
@@ -228,21 +261,37 @@ class ReadPartitionFn(beam.DoFn):
                 if trimmed:
                     page = trimmed
                 else:
-                    cur.execute(*self.q.same_id(last))
+                    cur.execute(*self.q.same_id(last, xml=not keys_only))
                     page = cur.fetchall()
-            yield from self._docs(page)
+            yield from (self._resumed(cur, page) if keys_only else self._docs(page))
             after = int(page[-1][0])
             if not full:
                 break
 
-    def _docs(self, page):
-        done = self.ledger.done_ids([int(r[0]) for r in page]) if self.ledger else set()
-        for app_id, xml in page:
+    def _docs(self, rows):
+        for app_id, h, xml in rows:
             app_id = int(app_id)
-            if app_id in done:
-                self.skipped.inc()
-                continue
-            yield Doc(source=f'{self.spec.table}:{app_id}', app_id=app_id, xml=xml)
+            yield Doc(source=f'{self.spec.table}:{app_id}', app_id=app_id, xml=xml, content_hash=h)
+
+    def _resumed(self, cur, page):
+        """app_id rows of one page -> Docs of the documents not already done in this version."""
+        rows = {}
+        for r in page:
+            rows[int(r[0])] = rows.get(int(r[0]), 0) + 1        # a source whose app_id is not unique: rows per id
+        done = self.ledger.done(list(rows))
+        skip = {a for a, h in done.items() if h is None}       # success before content hashes existed
+        check = [a for a, h in done.items() if h is not None]
+        for i in range(0, len(check), self.max_params):
+            cur.execute(*self.q.hashes(check[i:i + self.max_params]))
+            hashes = {}
+            for app_id, h in cur.fetchall():
+                hashes.setdefault(int(app_id), []).append(h)
+            skip.update(a for a, hs in hashes.items() if all(h == done[a] for h in hs))
+        todo = [a for a in rows if a not in skip]
+        self.skipped.inc(sum(rows[a] for a in rows if a in skip))
+        for i in range(0, len(todo), self.max_params):
+            cur.execute(*self.q.fetch(todo[i:i + self.max_params]))
+            yield from self._docs(cur.fetchall())
 
     def finish_bundle(self):
         self.teardown()
@@ -313,7 +362,8 @@ class ReadFileFn(beam.DoFn):
             # The file vanished or is unreadable: still one document read, dead-lettered by validation.
             log.warning('cannot read %s: %s', name, e.strerror)
             data = None
-        yield Doc(source=name, app_id=None, xml=data)
+        yield Doc(source=name, app_id=None, xml=data,
+                  content_hash=None if data is None else hashlib.sha256(data).hexdigest())
 
 
 class ReadFiles(beam.PTransform):

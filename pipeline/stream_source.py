@@ -6,6 +6,7 @@ The container is parsed with the same hardened options as documents (no entities
 container with a DOCTYPE is refused before any data moves. A syntax error inside the container ends the stream
 at that point: the unreadable rest becomes one dead letter that says from which record on it was lost.
 """
+import hashlib
 import logging
 import os
 
@@ -84,7 +85,8 @@ class StreamRecordsFn(beam.DoFn):
                     return
                 if i >= self.start:
                     xml = etree.tostring(el, encoding='utf-8', with_tail=False)
-                    yield Doc(source=f'{self.name}#{i}', app_id=None, xml=xml)
+                    yield Doc(source=f'{self.name}#{i}', app_id=None, xml=xml,
+                              content_hash=hashlib.sha256(xml).hexdigest())
                 i += 1
         except etree.XMLSyntaxError as e:
             if self.stop is None or i < self.stop:

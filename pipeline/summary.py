@@ -52,9 +52,13 @@ def counters(result, sources: Optional[Dict[str, int]] = None) -> Dict[str, Dict
 
 
 class Summary:
-    def __init__(self, read, written, dead_lettered, rows, elapsed_s, skipped=0, extra=None):
+    """Counts of one run. `changed`: documents read that had been migrated successfully before with other
+    content (their rows were replaced); they are part of `read`. `skipped`: documents not read because they are
+    done and unchanged (resume)."""
+
+    def __init__(self, read, written, dead_lettered, rows, elapsed_s, skipped=0, extra=None, changed=0):
         self.read, self.written, self.dead_lettered, self.rows = read, written, dead_lettered, rows
-        self.elapsed_s, self.skipped = elapsed_s, skipped
+        self.elapsed_s, self.skipped, self.changed = elapsed_s, skipped, changed
         self.extra = extra or {}
 
     def merge(self, other):
@@ -78,7 +82,8 @@ class Summary:
             extra['metrics_from'] = '+'.join(sorted(froms)) or 'none'
         return Summary(self.read + other.read, self.written + other.written,
                        self.dead_lettered + other.dead_lettered, self.rows + other.rows,
-                       self.elapsed_s + other.elapsed_s, self.skipped + other.skipped, extra)
+                       self.elapsed_s + other.elapsed_s, self.skipped + other.skipped, extra,
+                       self.changed + other.changed)
 
     @property
     def docs_per_min(self):
@@ -90,12 +95,12 @@ class Summary:
 
     def line(self):
         return (f'SUMMARY read={self.read} written={self.written} dead_lettered={self.dead_lettered} '
-                f'rows={self.rows} docs_per_min={self.docs_per_min:.1f}')
+                f'rows={self.rows} docs_per_min={self.docs_per_min:.1f} changed={self.changed}')
 
     def as_dict(self):
         d = {'read': self.read, 'written': self.written, 'dead_lettered': self.dead_lettered, 'rows': self.rows,
              'docs_per_min': round(self.docs_per_min, 1), 'elapsed_s': round(self.elapsed_s, 3),
-             'skipped_already_done': self.skipped, 'invariant_holds': self.balanced}
+             'skipped_already_done': self.skipped, 'changed': self.changed, 'invariant_holds': self.balanced}
         d.update(self.extra)
         return d
 
@@ -112,7 +117,8 @@ def summarize(result, elapsed_s) -> Summary:
     late = m.get('docs_skipped_done_late', 0)    # read, parsed, then found done in the ledger (file sources)
     s = Summary(read=m.get('docs_read', 0) - late, written=m.get('docs_written', 0),
                 dead_lettered=m.get('docs_dead_lettered', 0), rows=m.get('rows_written', 0),
-                elapsed_s=elapsed_s, skipped=m.get('docs_skipped_done', 0) + late)
+                elapsed_s=elapsed_s, skipped=m.get('docs_skipped_done', 0) + late,
+                changed=m.get('docs_changed', 0))
     s.extra['dead_lettered_by_stage'] = dict(sorted(c.get('dead_letter_stage', {}).items()))
     s.extra['quality_warnings'] = m.get('quality_warnings', 0)
     s.extra['docs_with_quality_warnings'] = m.get('docs_with_quality_warnings', 0)

@@ -2,12 +2,19 @@
 import re
 
 # The one line every run ends with (pipeline/summary.py: Summary.line).
-SUMMARY = re.compile(r'^SUMMARY read=(\d+) written=(\d+) dead_lettered=(\d+) rows=(\d+) docs_per_min=([\d.]+)$',
-                     re.M)
+SUMMARY = re.compile(r'^SUMMARY read=(\d+) written=(\d+) dead_lettered=(\d+) rows=(\d+) docs_per_min=([\d.]+) '
+                     r'changed=(\d+)$', re.M)
 
 # The tables contracts/samples/credit_app.json writes.
 SAMPLE_TABLES = ['app_base', 'app_contact_base', 'app_pricing_cc', 'app_contact_address', 'app_contact_employment',
                  'app_historical_lookup', 'scores']
+
+
+def changed_count(out):
+    """changed= of a run's SUMMARY line."""
+    m = SUMMARY.search(out)
+    assert m, f'no SUMMARY line in output: {out[-2000:]}'
+    return int(m.group(6))
 
 
 def summary_counts(out):

@@ -20,7 +20,8 @@ def contents(db):
     try:
         out = {}
         for t in TABLES + ['dead_letter']:
-            cols = [r[1] for r in c.execute(f'PRAGMA table_info({t})') if r[1] not in ('rowstamp', 'id', 'created_at')]
+            cols = [r[1] for r in c.execute(f'PRAGMA table_info({t})')
+                    if r[1] not in ('rowstamp', 'id', 'created_at', 'last_seen_at', 'session_id')]   # time, run
             out[t] = sorted(map(repr, c.execute(f'SELECT {", ".join(cols)} FROM {t}')))
         out['ledger'] = sorted(c.execute('SELECT app_id, status, stage FROM processing_log'))
         return out

@@ -123,14 +123,17 @@ def test_source_queries_parse_in_each_dialect(dialect, read):
     spec = TableSpec(url='x', table='app_xml_staging', column='app_XML', schema='migration')
     q = _Query(spec, get_dialect(dialect), ReadOptions(app_id_start=10, app_id_end=500, shard_count=4,
                                                        shard_index=1))
-    for sql, params in [q.bounds(), q.nth_id(25), q.page(99, 500, 100), q.nth_after(99, 500, 25)]:
+    for sql, params in [q.bounds(), q.nth_id(25), q.page(99, 500, 100), q.nth_after(99, 500, 25),
+                        q.page(99, 500, 100, xml=False), q.hashes([101, 102]), q.fetch([101, 102, 103])]:
         tree = sqlglot.parse_one(sql.replace('?', '1'), read=read)
         tables = {t.name for t in tree.find_all(sqlglot.exp.Table)}
         assert tables == {'app_xml_staging'}, sql
         assert sql.count('?') == len(params)
     page = q.page(99, 500, 100)[0]
     if dialect == 'mssql':
-        assert page.startswith('SELECT TOP (100) [app_id], [app_XML] FROM [migration].[app_xml_staging]')
+        # app_id, the content hash computed by the server (resume compares it with the ledger), the XML
+        assert page.startswith("SELECT TOP (100) [app_id], LOWER(CONVERT(varchar(64), HASHBYTES('SHA2_256', "
+                               "CAST([app_XML] AS nvarchar(max))), 2)), [app_XML] FROM [migration].[app_xml_staging]")
         assert 'OFFSET' not in page
     else:
         assert page.endswith('ORDER BY "app_id" LIMIT 100')

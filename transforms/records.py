@@ -9,6 +9,7 @@ class Doc(NamedTuple):
     xml: Union[str, bytes, None]
     original: Union[str, bytes, None] = None   # the payload as read, kept when validation rewrote `xml`
     time_left: Optional[float] = None          # seconds left of the document's --max-parse-seconds after validation
+    content_hash: Optional[str] = None          # sha256 hex of the payload as stored at the source (resume, ledger)
 
 
 class MappedDoc(NamedTuple):

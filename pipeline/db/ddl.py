@@ -10,7 +10,11 @@ from pipeline.db.dialects import get_dialect
 from pipeline.db.meta import TableMeta, load_table_spec, table_from_spec
 
 # The project's own tables. processing_log is a superset of the existing system's processing_log (same
-# columns + `stage`): one row per app_id (the ledger deletes + inserts per app_id).
+# columns + `stage` + `content_hash`): one row per app_id, kept so by a unique index on app_id and upserts.
+# dead_letter: one current row per document, keyed by doc_key (sha1 hex of `source`: a source reference may be
+# 1,000 characters, SQL Server index keys at most 900 bytes); created_at is when it first failed, last_seen_at
+# when it last did, attempts how many runs it failed in. A target created by an earlier version (no
+# content_hash / doc_key, duplicate rows) is upgraded by pipeline/db/upgrade.py (create-tables / --create-tables).
 PROJECT_TABLES: Dict[str, Dict[str, Any]] = {
     'processing_log': {
         'columns': [
@@ -23,9 +27,10 @@ PROJECT_TABLES: Dict[str, Dict[str, Any]] = {
             {'name': 'session_id', 'type': 'varchar(50)', 'nullable': True},
             {'name': 'app_id_start', 'type': 'int', 'nullable': True},
             {'name': 'app_id_end', 'type': 'int', 'nullable': True},
+            {'name': 'content_hash', 'type': 'varchar(64)', 'nullable': True},
         ],
         'primary_key': ['log_id'], 'foreign_keys': [], 'unique': [],
-        'indexes': [['app_id']],
+        'indexes': [], 'unique_indexes': [['app_id']],
     },
     'dead_letter': {
         'columns': [
@@ -36,9 +41,13 @@ PROJECT_TABLES: Dict[str, Dict[str, Any]] = {
             {'name': 'reason', 'type': 'varchar(2000)', 'nullable': False},
             {'name': 'payload', 'type': 'nvarchar(max)', 'nullable': True},
             {'name': 'created_at', 'type': 'datetime2(7)', 'nullable': False, 'default': 'GETUTCDATE()'},
+            {'name': 'doc_key', 'type': 'varchar(40)', 'nullable': True},
+            {'name': 'session_id', 'type': 'varchar(50)', 'nullable': True},
+            {'name': 'attempts', 'type': 'int', 'nullable': False, 'default': '(1)'},
+            {'name': 'last_seen_at', 'type': 'datetime2(7)', 'nullable': True},
         ],
         'primary_key': ['id'], 'foreign_keys': [], 'unique': [],
-        'indexes': [['app_id']],
+        'indexes': [['app_id']], 'unique_indexes': [['doc_key']],
     },
 }
 
@@ -138,14 +147,22 @@ def _cname(prefix, table, *cols) -> str:
     return n
 
 
-def _index_sql(d, table: str, cols: Sequence[str], schema) -> str:
-    iname = _cname('ix', table, *cols)
+def _index_sql(d, table: str, cols: Sequence[str], schema, unique: bool = False) -> str:
+    iname = _cname('ux' if unique else 'ix', table, *cols)
     name = d.qualify(table, schema)
+    kind = 'UNIQUE INDEX' if unique else 'INDEX'
     if d.name == 'mssql':
         obj = name.replace("'", "''")
         return (f"IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'{iname}' "
-                f"AND object_id = OBJECT_ID(N'{obj}'))\nCREATE INDEX {d.quote(iname)} ON {name} ({d.cols(cols)});")
-    return f'CREATE INDEX IF NOT EXISTS {d.quote(iname)} ON {name} ({d.cols(cols)});'
+                f"AND object_id = OBJECT_ID(N'{obj}'))\nCREATE {kind} {d.quote(iname)} ON {name} ({d.cols(cols)});")
+    return f'CREATE {kind} IF NOT EXISTS {d.quote(iname)} ON {name} ({d.cols(cols)});'
+
+
+def project_index_statements(d, table: str, schema) -> List[str]:
+    """CREATE [UNIQUE] INDEX statements (idempotent) of one project table."""
+    spec = PROJECT_TABLES.get(table, {})
+    return ([_index_sql(d, table, ix, schema, unique=True) for ix in spec.get('unique_indexes') or []]
+            + [_index_sql(d, table, ix, schema) for ix in spec.get('indexes') or []])
 
 
 def _schema_sql(d, schema) -> Optional[str]:
@@ -176,20 +193,25 @@ def ddl_statements(spec, dialect, schema: Optional[str] = None, include_fks: boo
         out.append(s)
     for n in _ordered(tables):
         out.append(create_table_sql(tables[n], d, schema, include_fks, known_tables=tables.keys()))
-        for ix in (PROJECT_TABLES.get(n, {}).get('indexes') or []) if project_tables else []:
-            out.append(_index_sql(d, n, ix, schema))
+        if project_tables and n in PROJECT_TABLES:
+            out.extend(project_index_statements(d, n, schema))
     return out
 
 
 def create_tables(target, spec, schema: Optional[str] = None, include_fks: bool = True,
                   skip_tables: Iterable[str] = (), project_tables: bool = True) -> List[str]:
-    """Execute ddl_statements on `target` (a Target or url) in one transaction. Idempotent."""
+    """Execute ddl_statements on `target` (a Target or url) in one transaction. Idempotent. Project tables that
+    an earlier version created are upgraded first (pipeline/db/upgrade.py: missing columns, duplicate rows,
+    unique keys), which the CREATE ... IF NOT EXISTS statements alone would leave as they were."""
     from pipeline.db.targets import parse_target
+    from pipeline.db.upgrade import upgrade_project_tables
     if isinstance(target, str):
         target = parse_target(target)
     stmts = ddl_statements(spec, target.dialect_name, schema, include_fks, skip_tables, project_tables)
     conn = target.connect()
     try:
+        if project_tables:
+            upgrade_project_tables(conn, target.dialect_name, schema)
         cur = conn.cursor()
         for st in stmts:
             cur.execute(st.rstrip().rstrip(';') if target.dialect_name != 'mssql' else st)

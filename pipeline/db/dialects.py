@@ -6,11 +6,15 @@ against SAFE_IDENTIFIER before it is quoted; every value is a bound parameter (n
 Interface (`Dialect`):
   quote(ident) / qualify(table, schema)         validated, quoted identifiers
   column_type(ColumnMeta) / default_sql(text)    DDL type and default from the SQL Server spelling of the spec
-  upsert(cur, meta, columns, rows)               write rows (tuples in `columns` order) as an upsert on the pk
+  upsert(cur, meta, columns, rows, increments, owner_check)
+                                                 write rows (tuples in `columns` order) as an upsert on the pk;
+                                                 `increments` columns add to the stored value on update
   select_owners(cur, meta, keys)                 {key tuple: app_id} of keys already in the table
   classify(exc) -> 'transient' | 'data' | 'fatal'
   sanitize(message)                              database message without row values (and passwords)
   introspect_table(conn, schema, table)          TableMeta of the live table or None
+  content_hash_sql(expr)                         SQL for the sha256 hex of a document column (resume, processing_log)
+  has_unique_index(conn, schema, table, column)  is there a unique index/constraint on exactly that column
 """
 import datetime
 import decimal
@@ -149,10 +153,18 @@ class Dialect:
         return v
 
     # ---- writing
-    def upsert_sql(self, meta: TableMeta, columns: Sequence[str], nrows: int = 1) -> str:
+    def upsert_sql(self, meta: TableMeta, columns: Sequence[str], nrows: int = 1, increments: Sequence[str] = (),
+                   owner_check: bool = True) -> str:
         raise NotImplementedError
 
-    def upsert(self, cur, meta: TableMeta, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+    def upsert(self, cur, meta: TableMeta, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+               increments: Sequence[str] = (), owner_check: bool = True) -> int:
+        raise NotImplementedError
+
+    # ---- documents
+    def content_hash_sql(self, expr: str) -> str:
+        """SQL computing the lowercase sha256 hex of a document column `expr` (already quoted) in the database,
+        so that resume can compare versions without reading the XML."""
         raise NotImplementedError
 
     def select_owners_sql(self, meta: TableMeta, nkeys: int) -> str:
@@ -180,6 +192,8 @@ class Dialect:
 
     # ---- errors
     def classify(self, exc: BaseException) -> str:
+        if isinstance(exc, (OverflowError, UnicodeError)):
+            return DATA          # a value the driver cannot bind ('int too big to convert'): one document's data
         state, msg = error_state(exc)
         if state:
             if state.startswith('08') or state in _TRANSIENT_STATES:
@@ -207,27 +221,41 @@ class Dialect:
         raise NotImplementedError
 
 
-def _update_set(d: Dialect, meta: TableMeta, columns: Sequence[str], src: str, tgt: str = '') -> List[str]:
+def _update_set(d: Dialect, meta: TableMeta, columns: Sequence[str], src: str, tgt: str = '',
+                increments: Sequence[str] = (), current: str = '') -> List[str]:
+    """SET items of an upsert's update: every non-key column takes the new value; an `increments` column adds the
+    new value to the stored one (`current` is how the stored row is named: 'tgt.' or the table name)."""
     keys = {k.lower() for k in meta.primary_key}
-    return [f'{tgt}{d.quote(c)} = {src}{d.quote(c)}' for c in columns if c.lower() not in keys]
+    inc = {c.lower() for c in increments}
+    out = []
+    for c in columns:
+        if c.lower() in keys:
+            continue
+        if c.lower() in inc:
+            out.append(f'{tgt}{d.quote(c)} = {current}{d.quote(c)} + {src}{d.quote(c)}')
+        else:
+            out.append(f'{tgt}{d.quote(c)} = {src}{d.quote(c)}')
+    return out
 
 
 # ================================================================================================= sqlite
 
-def _insert_on_conflict(d: Dialect, meta: TableMeta, columns: Sequence[str], nrows: int = 1) -> str:
+def _insert_on_conflict(d: Dialect, meta: TableMeta, columns: Sequence[str], nrows: int = 1,
+                        increments: Sequence[str] = (), owner_check: bool = True) -> str:
     """INSERT … VALUES (…)[, (…)…] ON CONFLICT (pk) DO UPDATE — the upsert PostgreSQL and SQLite share. The
-    WHERE on the owner column keeps a key that belongs to another app_id untouched (the sink then reports it)."""
+    WHERE on the owner column keeps a key that belongs to another app_id untouched (the sink then reports it).
+    `meta.primary_key` may be any unique key of the table (the ledger upserts processing_log on app_id)."""
     pk = meta.primary_key
     one = '(' + ', '.join('?' * len(columns)) + ')'
     sql = (f'INSERT INTO {d.qualify(meta.name, meta.schema)} ({d.cols(columns)}) '
            f'VALUES {", ".join([one] * nrows)}')
-    sets = _update_set(d, meta, columns, 'excluded.')
+    sets = _update_set(d, meta, columns, 'excluded.', increments=increments, current=f'{d.quote(meta.name)}.')
     if not pk:
         return sql
     if not sets:
         return sql + f' ON CONFLICT ({d.cols(pk)}) DO NOTHING'
     sql += f' ON CONFLICT ({d.cols(pk)}) DO UPDATE SET {", ".join(sets)}'
-    if meta.owner_column and meta.owner_column in columns:
+    if owner_check and meta.owner_column and meta.owner_column in columns:
         o = d.quote(meta.owner_column)
         sql += f' WHERE {d.quote(meta.name)}.{o} = excluded.{o}'
     return sql
@@ -281,12 +309,16 @@ class SQLiteDialect(Dialect):
             return str(v)
         return v
 
-    def upsert_sql(self, meta, columns, nrows=1):
-        return _insert_on_conflict(self, meta, columns, nrows)
+    def upsert_sql(self, meta, columns, nrows=1, increments=(), owner_check=True):
+        return _insert_on_conflict(self, meta, columns, nrows, increments, owner_check)
 
-    def upsert(self, cur, meta, columns, rows):
-        cur.executemany(self.upsert_sql(meta, columns), [[self.adapt(v) for v in r] for r in rows])
+    def upsert(self, cur, meta, columns, rows, increments=(), owner_check=True):
+        cur.executemany(self.upsert_sql(meta, columns, 1, increments, owner_check),
+                        [[self.adapt(v) for v in r] for r in rows])
         return len(rows)
+
+    def content_hash_sql(self, expr):
+        return f'xmlsql_sha256({expr})'       # registered on every connection (pipeline.db.targets)
 
     def classify(self, exc):
         import sqlite3
@@ -330,6 +362,19 @@ class SQLiteDialect(Dialect):
                             else 'SELECT 1 WHERE 0')
                 uniq.append([x[2] for x in sorted(cur.fetchall())])
         return TableMeta(name, None, cols, pk, fks, uniq)
+
+
+    def has_unique_index(self, conn, schema, table, column):
+        cur = conn.cursor()
+        cur.execute(f'PRAGMA index_list({self.quote(table)})')
+        for r in cur.fetchall():      # seq, name, unique, origin, partial
+            if r[2] and not r[4]:
+                name = '"' + str(r[1]).replace('"', '""') + '"'
+                cur.execute(f'PRAGMA index_info({name})')
+                cols = [x[2] for x in cur.fetchall()]
+                if len(cols) == 1 and str(cols[0]).lower() == column.lower():
+                    return True
+        return False
 
 
 # ================================================================================================= postgresql
@@ -384,21 +429,24 @@ class PostgresDialect(Dialect):
             return int(v)
         return v
 
-    def upsert_sql(self, meta, columns, nrows=1):
-        return _insert_on_conflict(self, meta, columns, nrows)
+    def upsert_sql(self, meta, columns, nrows=1, increments=(), owner_check=True):
+        return _insert_on_conflict(self, meta, columns, nrows, increments, owner_check)
 
-    def upsert(self, cur, meta, columns, rows):
+    def upsert(self, cur, meta, columns, rows, increments=(), owner_check=True):
         per = max(1, min(self.rows_per_statement, self.max_params // max(1, len(columns))))
         sql_full = None
         for i in range(0, len(rows), per):
             chunk = rows[i:i + per]
             if len(chunk) == per:
-                sql_full = sql_full or self.upsert_sql(meta, columns, per)
+                sql_full = sql_full or self.upsert_sql(meta, columns, per, increments, owner_check)
                 sql = sql_full
             else:
-                sql = self.upsert_sql(meta, columns, len(chunk))
+                sql = self.upsert_sql(meta, columns, len(chunk), increments, owner_check)
             cur.execute(sql, [self.adapt(v) for r in chunk for v in r])
         return len(rows)
+
+    def content_hash_sql(self, expr):
+        return f"encode(sha256(convert_to(CAST({expr} AS text), 'UTF8')), 'hex')"
 
     _PG_TYPES = {'character varying': 'varchar', 'character': 'char', 'integer': 'int', 'smallint': 'smallint',
                  'bigint': 'bigint', 'numeric': 'numeric', 'text': 'varchar(max)', 'date': 'date',
@@ -451,6 +499,16 @@ class PostgresDialect(Dialect):
         return TableMeta(table, schema, cols, pk, fks, uniq)
 
 
+    def has_unique_index(self, conn, schema, table, column):
+        cur = conn.cursor()
+        cur.execute('SELECT COUNT(*) FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid '
+                    'JOIN pg_namespace n ON n.oid = t.relnamespace '
+                    'JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = i.indkey[0] '
+                    'WHERE i.indisunique AND i.indnatts = 1 AND i.indpred IS NULL '
+                    'AND n.nspname = ? AND t.relname = ? AND a.attname = ?', (schema or 'public', table, column))
+        return bool(cur.fetchone()[0])
+
+
 # ================================================================================================= mssql
 
 class MSSQLDialect(Dialect):
@@ -478,7 +536,8 @@ class MSSQLDialect(Dialect):
     def stage_name(self, meta: TableMeta) -> str:
         return '#stage_' + self.check_identifier(meta.name)
 
-    def upsert_statements(self, meta: TableMeta, columns: Sequence[str]) -> Dict[str, str]:
+    def upsert_statements(self, meta: TableMeta, columns: Sequence[str], increments: Sequence[str] = (),
+                          owner_check: bool = True) -> Dict[str, str]:
         """The T-SQL of one upsert: stage the rows in a #temp shaped like the target (SELECT TOP 0 … INTO; the
         UNION ALL drops the IDENTITY property), bulk-load it (executemany, fast_executemany), then one MERGE
         WITH (HOLDLOCK). IDENTITY_INSERT is switched ON/OFF around the MERGE when an identity column gets an
@@ -490,11 +549,11 @@ class MSSQLDialect(Dialect):
         if not pk:
             raise DialectError(f'{meta.name}: upsert needs a primary key')
         on = ' AND '.join(f'tgt.{self.quote(k)} = src.{self.quote(k)}' for k in pk)
-        sets = _update_set(self, meta, columns, 'src.', 'tgt.')
+        sets = _update_set(self, meta, columns, 'src.', 'tgt.', increments=increments, current='tgt.')
         matched = ''
         if sets:
             cond = ''
-            if meta.owner_column and meta.owner_column in columns:
+            if owner_check and meta.owner_column and meta.owner_column in columns:
                 o = self.quote(meta.owner_column)
                 cond = f' AND tgt.{o} = src.{o}'
             matched = f'WHEN MATCHED{cond} THEN UPDATE SET {", ".join(sets)}\n'
@@ -513,17 +572,22 @@ class MSSQLDialect(Dialect):
             out['identity_off'] = f'SET IDENTITY_INSERT {tgt} OFF;'
         return out
 
-    def upsert_script(self, meta, columns) -> str:
+    def upsert_script(self, meta, columns, increments=(), owner_check=True) -> str:
         """All statements of one upsert, in execution order (for review and the golden files)."""
-        s = self.upsert_statements(meta, columns)
+        s = self.upsert_statements(meta, columns, increments, owner_check)
         order = ['drop_stage', 'create_stage', 'load_stage', 'identity_on', 'merge', 'identity_off', 'drop_stage']
         return '\n'.join(s[k] for k in order if k in s) + '\n'
 
-    def upsert_sql(self, meta, columns, nrows=1):
-        return self.upsert_statements(meta, columns)['merge']
+    def upsert_sql(self, meta, columns, nrows=1, increments=(), owner_check=True):
+        return self.upsert_statements(meta, columns, increments, owner_check)['merge']
 
-    def upsert(self, cur, meta, columns, rows):
-        s = self.upsert_statements(meta, columns)
+    def content_hash_sql(self, expr):
+        # CAST to nvarchar(max): HASHBYTES takes no xml, and one spelling for xml / varchar / nvarchar columns
+        # (the hash is of the UTF-16LE text; it is only ever compared with hashes of the same source).
+        return f"LOWER(CONVERT(varchar(64), HASHBYTES('SHA2_256', CAST({expr} AS nvarchar(max))), 2))"
+
+    def upsert(self, cur, meta, columns, rows, increments=(), owner_check=True):
+        s = self.upsert_statements(meta, columns, increments, owner_check)
         cur.execute(s['drop_stage'])
         cur.execute(s['create_stage'])
         try:
@@ -594,6 +658,19 @@ class MSSQLDialect(Dialect):
         fks = [ForeignKey(tuple(r[1] for r in rs), rs[0][2], tuple(r[3] for r in rs),
                           (rs[0][4] or 'NO_ACTION').replace('_', ' ')) for _, rs in sorted(fkmap.items())]
         return TableMeta(table, schema, cols, pk, fks, [])
+
+
+    def has_unique_index_sql(self) -> str:
+        return ('SELECT i.index_id FROM sys.indexes i JOIN sys.index_columns ic ON ic.object_id = i.object_id '
+                'AND ic.index_id = i.index_id JOIN sys.columns c ON c.object_id = ic.object_id '
+                'AND c.column_id = ic.column_id '
+                "WHERE i.object_id = OBJECT_ID(?, 'U') AND i.is_unique = 1 AND i.has_filter = 0 "
+                'AND ic.is_included_column = 0 GROUP BY i.index_id HAVING COUNT(*) = 1 AND MAX(c.name) = ?')
+
+    def has_unique_index(self, conn, schema, table, column):
+        cur = conn.cursor()
+        cur.execute(self.has_unique_index_sql(), (f'{self.quote(schema or "dbo")}.{self.quote(table)}', column))
+        return cur.fetchone() is not None
 
 
 _DIALECTS = {'sqlite': SQLiteDialect(), 'postgresql': PostgresDialect(), 'mssql': MSSQLDialect()}

@@ -1,5 +1,14 @@
-"""Reading the completion ledger (processing_log) for resume: which app_ids are already `success`."""
+"""Reading the completion ledger (processing_log) for resume: which app_ids are already `success`, and with which
+content hash (a document whose hash changed is migrated again)."""
+import hashlib
+
 from pipeline.db.targets import parse_target
+
+
+def doc_key(source) -> str:
+    """dead_letter's key of a document: sha1 hex of its `source` reference (a source may be 1,000 characters;
+    SQL Server index keys are limited to 900 bytes)."""
+    return hashlib.sha1(str(source).encode('utf-8', errors='surrogatepass')).hexdigest()
 
 
 class Ledger:
@@ -16,18 +25,22 @@ class Ledger:
         target = parse_target(target_url)
         return cls(target, target.connect(), schema)
 
-    def done_ids(self, app_ids):
-        """The subset of `app_ids` whose processing_log status is success."""
-        done = set()
+    def done(self, app_ids):
+        """{app_id: content_hash or None} for the `app_ids` whose processing_log status is success."""
+        out = {}
         cur = self.conn.cursor()
         ids = list(app_ids)
         for i in range(0, len(ids), self.max_params):
             chunk = ids[i:i + self.max_params]
-            cur.execute(f"SELECT app_id FROM {self.table} WHERE status = 'success' AND app_id IN "
+            cur.execute(f"SELECT app_id, content_hash FROM {self.table} WHERE status = 'success' AND app_id IN "
                         f"({', '.join('?' * len(chunk))})", chunk)
-            done.update(int(r[0]) for r in cur.fetchall())
+            out.update((int(r[0]), r[1]) for r in cur.fetchall())
         self.conn.rollback()
-        return done
+        return out
+
+    def done_ids(self, app_ids):
+        """The subset of `app_ids` whose processing_log status is success."""
+        return set(self.done(app_ids))
 
     def close(self):
         self.conn.close()

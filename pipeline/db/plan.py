@@ -67,10 +67,17 @@ def prepare_sink(target_url, contract, tables_spec=None, create=False, dialect=N
             raise TargetError(f'{e} — create them with `python -m pipeline create-tables --tables SPEC '
                               f'--target ...` or pass --create-tables --tables SPEC') from None
         try:
-            introspect(conn, target.dialect_name, schema, PROJECT_TABLES)
+            project = introspect(conn, target.dialect_name, schema, PROJECT_TABLES)
         except MetaError:
             raise TargetError('the target has no processing_log / dead_letter tables: create them with '
                               '`python -m pipeline create-tables` or pass --create-tables') from None
+        from pipeline.db.upgrade import problems
+        missing = problems(conn, target.dialect_name, schema, project)
+        if missing:
+            raise TargetError('processing_log / dead_letter were created by an earlier version of this tool '
+                              f'(missing: {", ".join(missing)}): upgrade them by running the same command with '
+                              '--create-tables, or `python -m pipeline create-tables --tables SPEC --target ...`; '
+                              'it adds the columns, merges duplicate rows and adds the unique keys') from None
     finally:
         conn.close()
     try:

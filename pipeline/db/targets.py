@@ -21,6 +21,18 @@ _ENV = re.compile(r'\$\{([A-Za-z_][A-Za-z0-9_]*)\}')
 _PWD = re.compile(r'(?i)(\b(?:pwd|password)\s*=\s*)(\{(?:[^}]|\}\})*\}|[^;]*)')
 
 
+def sha256_hex(value) -> Optional[str]:
+    """The content hash of a document: sha256 hex of its bytes (text: of its UTF-8 encoding). None for None."""
+    if value is None:
+        return None
+    import hashlib
+    if isinstance(value, str):
+        value = value.encode('utf-8', errors='surrogatepass')
+    elif not isinstance(value, (bytes, bytearray, memoryview)):
+        value = str(value).encode('utf-8')
+    return hashlib.sha256(value).hexdigest()
+
+
 def expand_env(s: str) -> str:
     def sub(m):
         v = os.environ.get(m.group(1))
@@ -97,6 +109,8 @@ class Target:
             try:
                 conn = sqlite3.connect(self._conn_str, timeout=timeout, check_same_thread=False)
                 conn.execute('PRAGMA foreign_keys = ON')
+                # the content hash of a document column, as PostgreSQL / SQL Server compute it in SQL (resume)
+                conn.create_function('xmlsql_sha256', 1, sha256_hex, deterministic=True)
                 conn.execute('PRAGMA busy_timeout = %d' % (timeout * 1000))
                 try:
                     conn.execute('PRAGMA journal_mode = WAL')
