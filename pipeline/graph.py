@@ -82,11 +82,12 @@ class SkipDoneFn(beam.DoFn):
         from pipeline.db.targets import parse_target
         from transforms.sink import read_success_ids
         target = parse_target(self.target_url, dialect=self.dialect)
-        conn = target.connect()
+        db = target.retrying(what=f'resume ledger {target.display}')
         try:
-            self.done = read_success_ids(conn, target.dialect_name, self.schema)
+            self.done = db.run(lambda cur: read_success_ids(db.conn, target.dialect_name, self.schema),
+                               commit=False)
         finally:
-            conn.close()
+            db.close()
 
     def process(self, parsed):
         if parsed.app_id in self.written_before:
