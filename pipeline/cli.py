@@ -546,6 +546,26 @@ class _stops_clearly:
                          're-run the same command to resume.') from None
 
 
+def _prepare_sink(args, contract):
+    """The sink plan (tables created, introspected, checked). A configuration problem is a ConfigError/TargetError
+    (exit 2); anything else here is the database failing under us (a connection ended mid-introspection):
+    RunStopped, one line with the target's display (password masked)."""
+    from pipeline.db.plan import prepare_sink
+    from pipeline.db.targets import TargetError, parse_target
+    tables = resolve_contract_path(args.tables) if args.tables else None
+    try:
+        return prepare_sink(args.target, contract, tables_spec=tables, create=args.create_tables,
+                            dialect=args.dialect)
+    except (ConfigError, TargetError):
+        raise
+    except Exception as e:
+        t = parse_target(args.target, dialect=args.dialect)
+        why = t.scrub(e)
+        where = '' if t.display in why else f' {t.display}'
+        raise RunStopped(f'preparing the target{where} failed: {why[:400]}; nothing was migrated, re-run the '
+                         'same command') from None
+
+
 def _new_session_id():
     import secrets
     return dt.datetime.now(dt.timezone.utc).strftime('run-%Y%m%dT%H%M%SZ-') + secrets.token_hex(3)
@@ -576,13 +596,12 @@ def cmd_run(argv):
 
 
 def _run_one(args, beam_args, contract, limits, state):
-    from pipeline.db.plan import prepare_sink, target_schema
+    from pipeline.db.plan import target_schema
     from pipeline.db.targets import parse_target
     # The source is checked first: nothing is created in the target for a job that cannot read anything.
     schema = target_schema(parse_target(args.target, dialect=args.dialect), contract.target_schema)
     source = _make_source(args, contract, target_url=args.target, schema=schema)
-    tables = resolve_contract_path(args.tables) if args.tables else None
-    sink = prepare_sink(args.target, contract, tables_spec=tables, create=args.create_tables, dialect=args.dialect)
+    sink = _prepare_sink(args, contract)
     session = args.session_id or _new_session_id()
     state.sink, state.session, state.target, state.dialect = sink, session, args.target, args.dialect
     log.info('source: %s', source.describe())
@@ -689,7 +708,7 @@ def _run_processes(argv, args, contract):
     import subprocess
     import tempfile
     import threading
-    from pipeline.db.plan import prepare_sink, target_schema
+    from pipeline.db.plan import target_schema
     from pipeline.db.targets import parse_target
     from pipeline.summary import Summary, merge_metrics_files
     n = args.processes
@@ -708,8 +727,7 @@ def _run_processes(argv, args, contract):
         args.shard_count, args.shard_index = n, i
         _make_source(args, contract, target_url=args.target, schema=schema)
     args.shard_count = args.shard_index = None
-    tables = resolve_contract_path(args.tables) if args.tables else None
-    sink = prepare_sink(args.target, contract, tables_spec=tables, create=args.create_tables, dialect=args.dialect)
+    sink = _prepare_sink(args, contract)
     session = args.session_id or _new_session_id()
     state.sink, state.session, state.target, state.dialect = sink, session, args.target, args.dialect
     work = tempfile.mkdtemp(prefix='xmlsql-procs-')
@@ -895,3 +913,8 @@ def main(argv=None):
         except Interrupted as e:        # before a run started (or a command without a summary)
             print(f'error: interrupted by {e.name}: stopped before any document was migrated', file=sys.stderr)
             return e.exit_code
+        except Exception as e:          # anything else: still one line, scrubbed (no traceback with values)
+            from pipeline.db.dialects import scrub_message
+            print(f'error: the run stopped: {type(e).__name__}: '
+                  f'{scrub_message(str(e), tuple(_ScrubRunnerLogs.secrets))[:400]}', file=sys.stderr)
+            return EXIT_STOPPED

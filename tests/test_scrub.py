@@ -91,6 +91,7 @@ CASES = [
     ('login failed Pwd=hunter2;Server=x', ('hunter2',), ['hunter2'], ['Server=x']),
     ('bad Driver={X};Uid=u;Pwd={se;cr}}et};Server=x', (), ['se;cr', 'et}'], ['Server=x', 'Uid=u']),
     ('password=s3cret host=db port=5432', (), ['s3cret'], ['host=db port=5432']),
+    ('cannot connect to odbc:Driver={X};Uid=u;Pwd=***: login failed', (), [], ['Pwd=***: login failed']),
     ('expected 3 columns, got x; the text around x stays', ('x',), [' x '], ['expected 3 columns', 'stays']),
     ('[08001] connection to server at "127.0.0.1", port 5499 failed: Connection refused\n\tIs the server running '
      'on that host and accepting TCP/IP connections?\n (101) (SQLDriverConnect)', (), [],

@@ -90,7 +90,7 @@ _VALUE_SLOTS = [
 # A quoted token, kept when a name word (or an opening parenthesis: SQLite's check expressions) is right before
 # it, hidden otherwise. An apostrophe inside a word ("can't") does not open a quote.
 _QUOTED = re.compile(r'(?i)(\b(?:' + _NAME_WORDS + r')\b\s*:?\s*|\()?(?<![\w\'"])("[^"\n]*"|\'[^\'\n]*\')')
-_PWD_VALUE = re.compile(r'(?i)\b(pwd|password)(\s*=\s*)(\{(?:[^}]|\}\})*\}|[^;\s]*)')
+_PWD_VALUE = re.compile(r'(?i)\b(pwd|password)(\s*=\s*)(\{(?:[^}]|\}\})*\}|\*\*\*|[^;\s]*)')
 _URL_PASSWORD = re.compile(r'(?i)\b([a-z][a-z0-9+.\-]*://[^\s:/@]*:)[^\s@/]*@')
 
 
