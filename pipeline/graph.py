@@ -63,13 +63,14 @@ class RefetchPayloadFn(beam.DoFn):
 
 
 def _read_ledger(target_url, dialect, read):
+    """read(conn, dialect name) on a connection to the target that rides out a short outage (retry.py)."""
     from pipeline.db.targets import parse_target
     target = parse_target(target_url, dialect=dialect)
-    conn = target.connect()
+    db = target.retrying(what=f'resume ledger {target.display}')
     try:
-        return read(conn, target.dialect_name)
+        return db.run(lambda cur: read(db.conn, target.dialect_name), commit=False)
     finally:
-        conn.close()
+        db.close()
 
 
 class SkipUnchangedFn(beam.DoFn):

@@ -10,6 +10,11 @@ DEFAULT_MAX_ELEMENTS = 500_000
 DEFAULT_MAX_ATTRIBUTES = 1_000
 DEFAULT_MAX_PARSE_SECONDS = 20.0
 DEFAULT_CHUNK_DOCS = 20000        # documents per pipeline run on local runners (bounded memory)
+# Above this fraction of the documents read going to the dead letter, the run exits 4 (README: exit codes). Bad
+# input is a few percent (the sample generator breaks 2 %); a systematic fault (wrong contract or source column,
+# a target column too short for every value) fails most documents. 0.1 sits between the two: a run that loses one
+# document in ten is reported as failed instead of ending 0 unnoticed; a known dirty source raises it.
+DEFAULT_MAX_DEAD_LETTER_RATE = 0.1
 
 
 def _int_or_none(v):
@@ -117,6 +122,14 @@ class MigrationOptions(PipelineOptions):
                        help='Write every counter (by stage and reason, rows per table, failed app_ids, elapsed, '
                             'docs/min) to this JSON file.')
         g.add_argument('--session-id', dest='session_id', default=None,
-                       help='Label written to processing_log.session_id. Default: a timestamp.')
+                       help='Label written to processing_log.session_id. Default: a timestamp and a random '
+                            'suffix, unique per run.')
+        g.add_argument('--max-dead-letter-rate', dest='max_dead_letter_rate', type=float,
+                       default=DEFAULT_MAX_DEAD_LETTER_RATE,
+                       help='Highest fraction (0..1) of the documents read that may go to the dead letter for the '
+                            'run to exit 0; above it the run still completes (every other document is written) '
+                            'but exits 4. A run that read documents and wrote none exits 4 whatever this says. '
+                            f'Default {DEFAULT_MAX_DEAD_LETTER_RATE:g}: a few percent is bad input, most '
+                            'documents failing is a fault to look at.')
         g.add_argument('--progress-seconds', dest='progress_seconds', type=float, default=10.0,
                        help='Seconds between progress lines on long runs (0 turns them off). Default 10.')

@@ -207,7 +207,9 @@ def _first_line(e):
 
 
 class ReadPartitionFn(beam.DoFn):
-    """Reads one app_id partition with keyset pagination, one connection per bundle.
+    """Reads one app_id partition with keyset pagination, one connection per bundle. Opening the connection
+    and every page read are retried on transient errors (pipeline/db/retry.py): a page is a keyset query from
+    the last app_id read, so reading it again after a reconnect neither skips nor repeats a document.
 
     With resume, each page is read as app_ids first and looked up in processing_log; for the app_ids that are
     `success` there the source database computes the content hash (the XML does not travel), and a document whose
@@ -219,27 +221,32 @@ class ReadPartitionFn(beam.DoFn):
         self.spec, self.opts = spec, opts
         self.resume_target, self.resume_schema = resume_target, resume_schema
         self.skipped = beam.metrics.Metrics.counter('migration', 'docs_skipped_done')
-        self.conn = self.ledger = None
+        self.db = self.ledger = None
 
     def start_bundle(self):
-        self.conn = self.ledger = None
+        self.db = self.ledger = None
 
     def _open(self):
-        target, self.conn = _connect(self.spec.url, self.spec.dialect)
+        from pipeline.db.targets import parse_target
+        target = parse_target(self.spec.url, dialect=self.spec.dialect)
+        self.db = target.retrying(what=f'source {target.display}')
+        self.db.open()
         self.q = _Query(self.spec, target.dialect, self.opts)
         self.max_params = min(target.dialect.max_params, 900)
         if self.opts.resume and self.resume_target:
             from pipeline.db.ledger import Ledger
             self.ledger = Ledger.open(self.resume_target, self.resume_schema)
 
+    def _fetch(self, sql_params):
+        sql, params = sql_params
+        return self.db.run(lambda cur: (cur.execute(sql, params), cur.fetchall())[1], commit=False)
+
     def process(self, part: Partition):
-        if self.conn is None:
+        if self.db is None:
             self._open()
-        cur = self.conn.cursor()
         if part == MISFITS:
             # Non-integer app_ids: read so that validation dead-letters them ('source app_id is not an integer').
-            cur.execute(*self.q.misfits())
-            for app_id, h, xml in cur.fetchall():
+            for app_id, h, xml in self._fetch(self.q.misfits()):
                 yield Doc(source=f'{self.spec.table}:{app_id}', app_id='' if app_id is None else app_id, xml=xml,
                           content_hash=h)
             return
@@ -247,8 +254,7 @@ class ReadPartitionFn(beam.DoFn):
         size = self.opts.fetch_size
         keys_only = self.ledger is not None
         while True:
-            cur.execute(*self.q.page(after, part.hi, size, xml=not keys_only))
-            page = cur.fetchall()
+            page = self._fetch(self.q.page(after, part.hi, size, xml=not keys_only))
             if not page:
                 break
             full = len(page) == size
@@ -261,9 +267,8 @@ class ReadPartitionFn(beam.DoFn):
                 if trimmed:
                     page = trimmed
                 else:
-                    cur.execute(*self.q.same_id(last, xml=not keys_only))
-                    page = cur.fetchall()
-            yield from (self._resumed(cur, page) if keys_only else self._docs(page))
+                    page = self._fetch(self.q.same_id(last, xml=not keys_only))
+            yield from (self._resumed(page) if keys_only else self._docs(page))
             after = int(page[-1][0])
             if not full:
                 break
@@ -273,7 +278,7 @@ class ReadPartitionFn(beam.DoFn):
             app_id = int(app_id)
             yield Doc(source=f'{self.spec.table}:{app_id}', app_id=app_id, xml=xml, content_hash=h)
 
-    def _resumed(self, cur, page):
+    def _resumed(self, page):
         """app_id rows of one page -> Docs of the documents not already done in this version."""
         rows = {}
         for r in page:
@@ -282,28 +287,26 @@ class ReadPartitionFn(beam.DoFn):
         skip = {a for a, h in done.items() if h is None}       # success before content hashes existed
         check = [a for a, h in done.items() if h is not None]
         for i in range(0, len(check), self.max_params):
-            cur.execute(*self.q.hashes(check[i:i + self.max_params]))
             hashes = {}
-            for app_id, h in cur.fetchall():
+            for app_id, h in self._fetch(self.q.hashes(check[i:i + self.max_params])):
                 hashes.setdefault(int(app_id), []).append(h)
             skip.update(a for a, hs in hashes.items() if all(h == done[a] for h in hs))
         todo = [a for a in rows if a not in skip]
         self.skipped.inc(sum(rows[a] for a in rows if a in skip))
         for i in range(0, len(todo), self.max_params):
-            cur.execute(*self.q.fetch(todo[i:i + self.max_params]))
-            yield from self._docs(cur.fetchall())
+            yield from self._docs(self._fetch(self.q.fetch(todo[i:i + self.max_params])))
 
     def finish_bundle(self):
         self.teardown()
 
     def teardown(self):
-        for c in (self.conn, self.ledger):
+        for c in (getattr(self, 'db', None), getattr(self, 'ledger', None)):
             if c is not None:
                 try:
                     c.close()
                 except Exception:
                     pass
-        self.conn = self.ledger = None
+        self.db = self.ledger = None
 
 
 class ReadTable(beam.PTransform):
@@ -321,15 +324,20 @@ class ReadTable(beam.PTransform):
 
 
 def fetch_from_table(spec: TableSpec, app_id):
-    target, conn = _connect(spec.url, spec.dialect)
+    """One document's XML read again by app_id (a failed document's payload for the dead letter), with the
+    transient-error retry of every connection a worker opens."""
+    from pipeline.db.targets import parse_target
+    target = parse_target(spec.url, dialect=spec.dialect)
+    q = _Query(spec, target.dialect, ReadOptions())
+    db = target.retrying(what=f'source {target.display}')
     try:
-        q = _Query(spec, target.dialect, ReadOptions())
-        cur = conn.cursor()
-        cur.execute(f'SELECT {q.col} FROM {q.t} WHERE {q.id} = ?', [app_id])
-        row = cur.fetchone()
+        def read(cur):
+            cur.execute(f'SELECT {q.col} FROM {q.t} WHERE {q.id} = ?', [app_id])
+            return cur.fetchone()
+        row = db.run(read, commit=False)
         return None if row is None else row[0]
     finally:
-        conn.close()
+        db.close()
 
 
 # ---------------------------------------------------------------------------------------------------- files

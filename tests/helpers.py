@@ -34,3 +34,21 @@ def sample_table_counts(db_path):
         return {t: conn.execute(f'SELECT COUNT(*) FROM {t}').fetchone()[0] for t in SAMPLE_TABLES}
     finally:
         conn.close()
+
+
+def sample_table_contents(db_path):
+    """Every row of the sample-contract tables of a SQLite target (sorted, without generated columns) and the
+    ledger's (app_id, status, stage): two targets that compare equal hold the same migration."""
+    import sqlite3
+    conn = sqlite3.connect(db_path)
+    try:
+        out = {}
+        for t in SAMPLE_TABLES:
+            cols = [r[1] for r in conn.execute(f'PRAGMA table_info({t})') if r[1] not in ('rowstamp', 'id',
+                                                                                            'created_at')]
+            out[t] = sorted(map(repr, conn.execute(f'SELECT {", ".join(cols)} FROM {t}')))
+        out['ledger'] = sorted(conn.execute('SELECT app_id, status, stage FROM processing_log'))
+        out['dead_letter'] = sorted(set(conn.execute('SELECT source, app_id, stage FROM dead_letter')))
+        return out
+    finally:
+        conn.close()

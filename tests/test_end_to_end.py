@@ -148,10 +148,11 @@ def test_rerun_resumes_and_never_duplicates(migrated, capsys):
     d, db, rc, _ = migrated
     assert rc == 0
     before = counts(db)
-    # Resume (default): the successes are skipped; only the failed documents are read again.
+    # Resume (default): the successes are skipped; only the failed documents are read again. They fail again:
+    # a run that read documents and wrote none exits 4 (README: exit status), never 0.
     rc, s = run_cli(capsys, 'run', '--contract', 'credit_app', '--source', f'sqlite:///{db}',
                     '--target', f'sqlite:///{db}')
-    assert rc == 0
+    assert rc == 4
     n_failed = N_DOCS - len(good_documents())
     assert s['read'] == n_failed and s['written'] == 0 and s['dead'] == n_failed
     assert counts(db) == before
@@ -206,7 +207,7 @@ def test_document_failing_in_a_later_tier_leaves_no_rows_behind(tmp_path, capsys
     assert rc == 0 and s['written'] == 1
     rc, s = run_cli(capsys, 'run', '--contract', 'credit_app', '--source', str(tmp_path / 'b'), '--target', db,
                     '--summary-json', str(tmp_path / 's.json'))
-    assert rc == 0 and (s['read'], s['written'], s['dead']) == (1, 0, 1)
+    assert rc == 4 and (s['read'], s['written'], s['dead']) == (1, 0, 1)    # read one, wrote none: exit 4
     # Its tier-0 rows had been committed, and were removed.
     assert json.load(open(tmp_path / 's.json'))['counters']['sink']['partial_rows_removed'] >= 1
     conn = sqlite3.connect(f'{tmp_path}/t.db')

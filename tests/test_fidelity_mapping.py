@@ -11,7 +11,7 @@ from lxml import etree
 
 from contracts import ContractError, MappingError, compile_contract, load_contract
 from contracts import convert as cv
-from test_mapping_types import (ADDR, APP, CON, EMP, P, PR, RAPP, RCOLL, cc_contract, doc, m, ops, rl_contract,
+from test_mapping_types import (ADDR, APP, EMP, P, PR, cc_contract, doc, m, ops, rl_contract,
                                 rl_doc, run)
 from transforms.errors import StageError
 from transforms.validate import parse_app_id

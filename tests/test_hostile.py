@@ -319,7 +319,8 @@ def folder_run(tmp_path_factory):
         dl = str(d / 'dead.jsonl')
         argv = ['run', '--contract', 'credit_app', '--source', str(folder), '--target', f'sqlite:///{db}',
                 '--tables', 'credit_app_tables', '--create-tables', '--dead-letter', dl,
-                '--progress-seconds', '0', '--log-level', 'DEBUG']
+                '--progress-seconds', '0', '--log-level', 'DEBUG',
+                '--max-dead-letter-rate', '1']        # the corpus is mostly hostile on purpose
         rc, out, err, peak, elapsed = run_measured(argv + ['--session-id', str(d / 'run')])
         time.sleep(0.3)
         connections = listener.connections
@@ -427,7 +428,8 @@ def table_run(tmp_path_factory):
     db = str(d / 'target.db')
     argv = ['run', '--contract', 'credit_app', '--source', f'sqlite:///{src}', '--target', f'sqlite:///{db}',
             '--tables', 'credit_app_tables', '--create-tables', '--dead-letter', str(d / 'dead.jsonl'),
-            '--progress-seconds', '0', '--partitions', '3', '--fetch-size', '4']
+            '--progress-seconds', '0', '--partitions', '3', '--fetch-size', '4',
+            '--max-dead-letter-rate', '1']            # most rows are bad on purpose
     rc, out, err, peak, elapsed = run_measured(argv + ['--session-id', str(d / 'run')])
     return dict(rc=rc, out=out, err=err, db=db, expect=expect, n_rows=len(rows), n_ok=6)
 

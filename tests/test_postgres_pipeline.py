@@ -109,9 +109,10 @@ def test_cc_corpus_into_postgres_counts_rerun_and_resume(tmp_path, capsys, schem
     assert [tuple(r) for r in log] == [('failed', 1, 1), ('success', 163, 163)]   # bloat.xml has no app_id
     conn.close()
 
-    # Again, resuming: the 163 successes are skipped, the 2 failures are tried again and fail again.
+    # Again, resuming: the 163 successes are skipped, the 2 failures are tried again and fail again: read 2,
+    # wrote none, so exit 4 (README: exit status).
     rc, s = run(capsys, *common)
-    assert rc == 0 and (s['read'], s['written'], s['dead']) == (2, 0, 2)
+    assert rc == 4 and (s['read'], s['written'], s['dead']) == (2, 0, 2)
     assert table_counts(schema, tables) == expected
     # Again, everything: upserts, nothing new.
     rc, s = run(capsys, *common, '--no-resume', '--batch-size', '7')

@@ -26,7 +26,6 @@ Guarantees:
 """
 import datetime
 import logging
-import random
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -34,9 +33,10 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
-from pipeline.db.dialects import FATAL, TRANSIENT, get_dialect
+from pipeline.db.dialects import FATAL, get_dialect
 from pipeline.db.ledger import doc_key
 from pipeline.db.meta import TableMeta
+from pipeline.db.retry import RetryingConnection, RetryPolicy
 from pipeline.db.values import checkers as value_checkers
 from transforms.records import DeadLetter, MappedDoc, Outcome, RowGroup
 
@@ -61,107 +61,25 @@ class BatchResult(NamedTuple):
     written: List[Any] = []                              # app_ids whose rows were committed
 
 
-class RetryPolicy(NamedTuple):
-    attempts: int = 6            # total tries of one transaction on transient errors
-    base_delay: float = 0.25     # seconds; doubles each retry, +-25% jitter
-    max_delay: float = 8.0
-
-
 # ============================================================================================== pure core
 
-class Writer:
-    """Owns one connection (opened lazily by `connect()`); writes batches with retry, reconnect and bisection.
+class Writer(RetryingConnection):
+    """Owns one connection (opened lazily); writes batches with retry, reconnect and bisection. The connection
+    handling and the transient-error retry are `pipeline.db.retry.RetryingConnection`'s (`run`, `open`,
+    `close`): one retry rule for the whole product.
 
     connect: () -> DB-API connection (autocommit off). scrub: exception -> safe message (defaults to the
     dialect's sanitizer). sleep is injectable for tests."""
 
+    Unavailable = SinkUnavailable        # retries used up
+    CannotConnect = SinkError            # a connection that cannot be opened (login failed, ...)
+
     def __init__(self, connect: Callable[[], Any], dialect, conn=None, retry: RetryPolicy = RetryPolicy(),
                  scrub: Optional[Callable[[BaseException], str]] = None, sleep=time.sleep, check_values: bool = True):
-        self._connect = connect
+        super().__init__(connect, dialect, conn=conn, retry=retry, scrub=scrub, sleep=sleep, what='sink')
         self.check_values = check_values        # False only in tests of the SQL-side isolation
         self._checkers: Dict[str, Dict[str, Callable]] = {}
-        self.dialect = get_dialect(dialect)
-        self.conn = conn
-        self.retry = retry
-        self.scrub = scrub or (lambda e: self.dialect.sanitize(e))
-        self.sleep = sleep
-        self.connections_opened = 0
-        self.reconnects = 0
-        self.transient_errors = 0
         self.bisections = 0
-
-    # ---- connection
-    def ensure(self):
-        if self.conn is None:
-            self.conn = self._connect()
-            self.connections_opened += 1
-        return self.conn
-
-    def close(self):
-        if self.conn is not None:
-            try:
-                self.conn.rollback()
-            except Exception:
-                pass
-            try:
-                self.conn.close()
-            except Exception:
-                pass
-            self.conn = None
-
-    def _drop(self):
-        try:
-            if self.conn is not None:
-                self.conn.close()
-        except Exception:
-            pass
-        self.conn = None
-
-    def run(self, fn: Callable[[Any], Any], commit: bool = True):
-        """fn(cursor) in one transaction; transient errors -> reconnect + backoff + retry. Other errors are
-        rolled back and re-raised."""
-        delay = self.retry.base_delay
-        last = None
-        for attempt in range(self.retry.attempts):
-            try:
-                conn = self.ensure()
-            except Exception as e:        # connect failed: treat as transient (server restarting)
-                last = e
-                self._drop()
-            else:
-                cur = None
-                try:
-                    cur = conn.cursor()
-                    out = fn(cur)
-                    if commit:
-                        conn.commit()
-                    else:
-                        conn.rollback()
-                    return out
-                except Exception as e:
-                    kind = self.dialect.classify(e)
-                    try:
-                        conn.rollback()
-                    except Exception:
-                        if kind != TRANSIENT:
-                            self._drop()
-                    if kind != TRANSIENT:
-                        raise
-                    last = e
-                    self._drop()
-                finally:
-                    if cur is not None:
-                        try:
-                            cur.close()
-                        except Exception:
-                            pass
-            self.transient_errors += 1
-            if attempt + 1 < self.retry.attempts:
-                self.reconnects += 1
-                self.sleep(min(self.retry.max_delay, delay) * random.uniform(0.75, 1.25))
-                delay *= 2
-        msg = self.scrub(last) if isinstance(last, BaseException) else str(last)
-        raise SinkUnavailable(f'target still failing after {self.retry.attempts} attempts: {msg}')
 
     # ---- isolation
     def isolate(self, items: Sequence[Any], fn: Callable[[Any, List[Any]], Any], commit: bool = True,
@@ -373,7 +291,7 @@ class _ConnPerBundleFn(beam.DoFn):
         if self.writer is None:
             self.writer = Writer(self.target.connect, self.target.dialect_name, retry=self.retry,
                                  scrub=self.target.scrub)
-            self.writer.ensure()
+            self.writer.open()
             self.c_opened.inc()
             self.c_bundles.inc()
         return self.writer
