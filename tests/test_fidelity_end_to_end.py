@@ -84,7 +84,7 @@ def migrated(tmp_path_factory):
     t0 = time.monotonic()
     p = subprocess.run([sys.executable, '-m', 'pipeline', 'run', '--contract', 'credit_app', '--source', str(src),
                         '--target', f'sqlite:///{db}', '--tables', 'credit_app_tables', '--create-tables',
-                        '--status', str(d / 'status.jsonl')],
+                        '--status', str(d / 'status.jsonl'), '--max-dead-letter-rate', '1'],
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
     elapsed = time.monotonic() - t0
     assert p.returncode == 0, p.stderr[-3000:]
