@@ -95,7 +95,7 @@ class _ScrubRunnerLogs(logging.Filter):
     the exception's type and place; the one an interruption raises is dropped (the clean-stop line says it).
     The product's own loggers never log values and pass unchanged."""
 
-    secrets = set()        # passwords of the targets and sources of this run (pipeline.db.targets)
+    secrets = set()        # passwords of the targets and sources of this run (transforms.sql.targets)
 
     def filter(self, record):
         exc = record.exc_info[1] if record.exc_info else None
@@ -103,7 +103,7 @@ class _ScrubRunnerLogs(logging.Filter):
             return False
         if not record.name.startswith('apache_beam') and exc is None:
             return True
-        from pipeline.db.dialects import scrub_message
+        from transforms.sql.dialects import scrub_message
         text = scrub_message(record.getMessage(), tuple(self.secrets))
         if exc is not None:
             tb, where = exc.__traceback__, ''
@@ -117,7 +117,7 @@ class _ScrubRunnerLogs(logging.Filter):
 
 def _remember_secrets(*urls):
     """Passwords of the given targets, for the log filter (never printed; masked wherever they stand)."""
-    from pipeline.db.targets import parse_target
+    from transforms.sql.targets import parse_target
     for url in urls:
         if url and url.startswith('odbc:'):
             try:
@@ -213,7 +213,7 @@ def _limits(args):
 
 
 def _read_options(args):
-    from pipeline.sources import ReadOptions
+    from transforms.io.sources import ReadOptions
     if (args.shard_count is None) != (args.shard_index is None):
         raise ConfigError('--shard-count and --shard-index go together')
     if args.shard_count is not None and not (args.shard_count >= 1 and 0 <= args.shard_index < args.shard_count):
@@ -230,7 +230,7 @@ def _read_options(args):
 
 
 def _make_source(args, contract, target_url=None, schema=None):
-    from pipeline.sources import SourceError, make_source
+    from transforms.io.sources import SourceError, make_source
     from pipeline.options import DEFAULT_CHUNK_DOCS
     if args.chunk_docs is None:
         args.chunk_docs = DEFAULT_CHUNK_DOCS if _is_direct(getattr(args, 'beam_args', [])) else 0
@@ -452,8 +452,8 @@ def _committed_summary(state, completed=None, skipped=None, without_app_id=None)
     """The Summary of an interrupted run: counts from the target's processing_log rows of this session (written
     after the sink commits, so they are exactly what was committed) and rows counted in the written tables; falls
     back to the finished chunks' metrics when the target cannot be asked."""
-    from pipeline.db.ledger import committed_by_session
-    from pipeline.db.retry import RetryPolicy
+    from transforms.sql.ledger import committed_by_session
+    from transforms.sql.retry import RetryPolicy
     from pipeline.summary import Summary
     done = completed if completed is not None else state.completed
     elapsed = time.monotonic() - state.t0
@@ -466,7 +466,7 @@ def _committed_summary(state, completed=None, skipped=None, without_app_id=None)
             state.target, state.sink.schema, state.session, state.sink.metas, state.sink.tiers,
             dialect=state.dialect, retry=RetryPolicy(attempts=3, base_delay=0.2, max_delay=1.0))
     except Exception as e:
-        from pipeline.db.targets import parse_target
+        from transforms.sql.targets import parse_target
         try:
             why = parse_target(state.target, dialect=state.dialect).scrub(e)
         except Exception:
@@ -531,7 +531,7 @@ class _stops_clearly:
         if _StopOnSignals.received_any is not None:
             # whatever the runner made of the exception the signal raised, the run was interrupted
             raise Interrupted(_StopOnSignals.received_any) from None
-        from pipeline.db.targets import parse_target
+        from transforms.sql.targets import parse_target
         text = str(exc)
         for marker in ('SinkUnavailable:', 'SinkError:', 'DatabaseUnavailable:', 'CannotConnect:', 'TargetError:'):
             if marker in text:
@@ -550,8 +550,8 @@ def _prepare_sink(args, contract):
     """The sink plan (tables created, introspected, checked). A configuration problem is a ConfigError/TargetError
     (exit 2); anything else here is the database failing under us (a connection ended mid-introspection):
     RunStopped, one line with the target's display (password masked)."""
-    from pipeline.db.plan import prepare_sink
-    from pipeline.db.targets import TargetError, parse_target
+    from transforms.sql.plan import prepare_sink
+    from transforms.sql.targets import TargetError, parse_target
     tables = resolve_contract_path(args.tables) if args.tables else None
     try:
         return prepare_sink(args.target, contract, tables_spec=tables, create=args.create_tables,
@@ -596,8 +596,8 @@ def cmd_run(argv):
 
 
 def _run_one(args, beam_args, contract, limits, state):
-    from pipeline.db.plan import target_schema
-    from pipeline.db.targets import parse_target
+    from transforms.sql.plan import target_schema
+    from transforms.sql.targets import parse_target
     # The source is checked first: nothing is created in the target for a job that cannot read anything.
     schema = target_schema(parse_target(args.target, dialect=args.dialect), contract.target_schema)
     source = _make_source(args, contract, target_url=args.target, schema=schema)
@@ -708,8 +708,8 @@ def _run_processes(argv, args, contract):
     import subprocess
     import tempfile
     import threading
-    from pipeline.db.plan import target_schema
-    from pipeline.db.targets import parse_target
+    from transforms.sql.plan import target_schema
+    from transforms.sql.targets import parse_target
     from pipeline.summary import Summary, merge_metrics_files
     n = args.processes
     if args.shard_count is not None:
@@ -867,7 +867,7 @@ def cmd_create_tables(argv):
     ap.add_argument('--print', dest='print_only', action='store_true', help='Print the DDL instead of running it.')
     args = ap.parse_args(argv)
     _setup_logging('INFO')
-    from pipeline.db.plan import create_target_tables
+    from transforms.sql.plan import create_target_tables
     skip = [t.strip() for t in args.skip_tables.split(',') if t.strip()]
     for stmt in create_target_tables(args.target, resolve_contract_path(args.tables), schema=args.schema,
                                      dialect=args.dialect, execute=not args.print_only, skip_tables=skip):
@@ -877,7 +877,7 @@ def cmd_create_tables(argv):
 
 
 def cmd_generate(argv):
-    from pipeline import generate
+    from contracts.samples import generate
     return generate.main(argv) or 0
 
 
@@ -902,7 +902,7 @@ def main(argv=None):
               '  generate       write sample documents                  (python -m pipeline generate --help)',
               file=sys.stdout if argv and argv[0] in ('-h', '--help') else sys.stderr)
         return 0 if argv and argv[0] in ('-h', '--help') else EXIT_CONFIG
-    from pipeline.db.targets import TargetError
+    from transforms.sql.targets import TargetError
     with _StopOnSignals():
         try:
             return COMMANDS[argv[0]](argv[1:])
@@ -916,7 +916,7 @@ def main(argv=None):
             print(f'error: interrupted by {e.name}: stopped before any document was migrated', file=sys.stderr)
             return e.exit_code
         except Exception as e:          # anything else: still one line, scrubbed (no traceback with values)
-            from pipeline.db.dialects import scrub_message
+            from transforms.sql.dialects import scrub_message
             print(f'error: the run stopped: {type(e).__name__}: '
                   f'{scrub_message(str(e), tuple(_ScrubRunnerLogs.secrets))[:400]}', file=sys.stderr)
             return EXIT_STOPPED

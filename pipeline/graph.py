@@ -13,7 +13,8 @@ from transforms.dedupe import DedupeAppIds
 from transforms.map import MapFn
 from transforms.parse import ParseFn, ParseSpec
 from transforms.records import DEAD_LETTER_TAG, DeadLetter, Outcome
-from transforms.validate import Limits, ValidateFn, payload_text, refetch_payload
+from transforms.stage import payload_text, refetch_payload
+from transforms.validate import Limits, ValidateFn
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class RefetchPayloadFn(beam.DoFn):
 
 def _read_ledger(target_url, dialect, read):
     """read(conn, dialect name) on a connection to the target that rides out a short outage (retry.py)."""
-    from pipeline.db.targets import parse_target
+    from transforms.sql.targets import parse_target
     target = parse_target(target_url, dialect=dialect)
     db = target.retrying(what=f'resume ledger {target.display}')
     try:
@@ -214,7 +215,7 @@ def build_pipeline(p, contract, source, *, target=None, sink=None, parse_mode='p
     """Build the migration graph on pipeline `p`.
 
     contract: a loaded `contracts.Contract`; source: a `pipeline.sources` source; target: a target URL (None for
-    `map`, which only writes JSONL); sink: the sink plan (`pipeline.db.plan.SinkPlan`) when target is given.
+    `map`, which only writes JSONL); sink: the sink plan (`transforms.sql.plan.SinkPlan`) when target is given.
     """
     from contracts import compile_contract
     compiled = compile_contract(contract)

@@ -7,10 +7,10 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
-from pipeline.db.ddl import ddl_statements
-from pipeline.db.dialects import DATA, FATAL, TRANSIENT, DialectError, get_dialect, scrub_message
-from pipeline.db.meta import MetaError, check_columns, fk_tiers, load_table_spec
-from pipeline.db.targets import TargetError, parse_target
+from transforms.sql.ddl import ddl_statements
+from transforms.sql.dialects import DATA, FATAL, TRANSIENT, DialectError, get_dialect, scrub_message
+from transforms.sql.meta import MetaError, check_columns, fk_tiers, load_table_spec
+from transforms.sql.targets import TargetError, parse_target
 from test_sink_helpers import PG_URL, SEED_TABLES, SKIP, SPEC, TABLES, DB
 
 GOLDEN = os.path.join(os.path.dirname(__file__), 'golden')
@@ -119,7 +119,7 @@ def test_introspection_sqlite_matches_spec(tmp_path):
     assert [fk.references for fk in cb.foreign_keys] == ['app_base']
     assert not cb.column('first_name').nullable and cb.column('ssn_last_4') is None
     assert fk_tiers(metas, TABLES) == [['app_base'], ['app_contact_base'], ['app_contact_address']]
-    from pipeline.db.meta import introspect
+    from transforms.sql.meta import introspect
     with pytest.raises(MetaError, match='not found.*nope'):
         introspect(d.target.connect(), 'sqlite', None, ['app_base', 'nope'])
 
@@ -210,7 +210,7 @@ def _tsql(text):
 
 def test_tsql_ledger_and_dead_letter_upserts_parse_and_match_golden():
     """processing_log is upserted on its unique app_id, dead_letter on its unique doc_key with attempts added."""
-    from pipeline.db.ddl import project_metas
+    from transforms.sql.ddl import project_metas
     from transforms.sink import DEAD_LETTER_COLUMNS, LEDGER_COLUMNS, keyed_view
     d = get_dialect('mssql')
     metas = project_metas('migration')
@@ -231,7 +231,8 @@ def test_tsql_ledger_and_dead_letter_upserts_parse_and_match_golden():
 
 
 def test_tsql_resume_page_reads_hashes_first_then_the_xml():
-    from pipeline.sources import ReadOptions, TableSpec, _Query
+    from transforms.io.sources import ReadOptions
+    from transforms.io.tables import TableSpec, _Query
     q = _Query(TableSpec('odbc:x', 'app_xml', 'xml', 'migration'), get_dialect('mssql'),
                ReadOptions(shard_count=2, shard_index=1))
     keys, keys_params = q.page(100, 900, 50, xml=False)
@@ -252,9 +253,9 @@ def test_tsql_resume_page_reads_hashes_first_then_the_xml():
 def test_tsql_upgrade_and_replace_statements_parse_and_match_golden():
     """What `create-tables` runs on a target an earlier version created, and the DELETEs that replace the rows of
     re-migrated documents (children first)."""
-    from pipeline.db.ddl import project_index_statements
-    from pipeline.db.meta import ColumnMeta
-    from pipeline.db.upgrade import add_column_sql, dead_letter_backfill_sql, dedupe_processing_log_sql
+    from transforms.sql.ddl import project_index_statements
+    from transforms.sql.meta import ColumnMeta
+    from transforms.sql.upgrade import add_column_sql, dead_letter_backfill_sql, dedupe_processing_log_sql
     from transforms.sink import delete_plan
     d = get_dialect('mssql')
     stmts = [add_column_sql(d, 'processing_log', ColumnMeta('content_hash', 'varchar(64)'), 'migration') + ';',
@@ -278,7 +279,7 @@ def test_tsql_upgrade_and_replace_statements_parse_and_match_golden():
 
 
 def test_content_hash_sql_matches_python_on_sqlite_and_in_text():
-    from pipeline.db.targets import sha256_hex
+    from transforms.sql.targets import sha256_hex
     t = parse_target('sqlite:///:memory:')
     conn = t.connect()
     doc = '<Provenir>é\u20ac</Provenir>'
@@ -293,7 +294,7 @@ def test_content_hash_sql_matches_python_on_sqlite_and_in_text():
 @pytest.mark.postgres
 @pytest.mark.skipif(not PG_URL, reason='XMLSQL_TEST_PG is not set: PostgreSQL tests skipped')
 def test_content_hash_sql_matches_python_on_postgres():
-    from pipeline.db.targets import sha256_hex
+    from transforms.sql.targets import sha256_hex
     conn = parse_target(PG_URL).connect()
     try:
         cur = conn.cursor()
@@ -323,8 +324,8 @@ def test_content_hash_sql_matches_python_on_postgres():
     (('i', 'int'), 'not a number', None),          # left to the database (a conversion error, isolated there)
 ])
 def test_value_checks_name_the_problem_never_the_value(col, value, problem):
-    from pipeline.db.meta import ColumnMeta
-    from pipeline.db.values import column_check
+    from transforms.sql.meta import ColumnMeta
+    from transforms.sql.values import column_check
     chk = column_check(ColumnMeta(*col), 'sqlite')
     got = chk(value) if chk else None
     assert got == problem

@@ -12,7 +12,7 @@ import pytest
 from lxml import etree
 
 from pipeline.cli import main as cli
-from pipeline.generate import generate_documents, write_sqlite_source, write_xml_folder
+from contracts.samples.generate import generate_documents, write_sqlite_source, write_xml_folder
 from helpers import SUMMARY, SAMPLE_TABLES, sample_table_counts
 
 N_DOCS = 120

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from pipeline.cli import main as cli
-from pipeline.generate import write_sqlite_source
+from contracts.samples.generate import write_sqlite_source
 from helpers import summary_counts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

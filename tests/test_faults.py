@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from pipeline.generate import write_sqlite_source
+from contracts.samples.generate import write_sqlite_source
 from helpers import summary_counts
 from pg_private import private_pg  # noqa: F401  (the fixture: a PostgreSQL server of this module's own)
 
@@ -156,7 +156,7 @@ def test_postgres_down_while_the_run_opens_its_connections(private_pg, tmp_path,
             private_pg.start()
     err, out = lines.text()
     assert rc == 0, err[-3000:]
-    assert f'pipeline.db.retry: {who}' in hit, hit       # the connection that met the outage
+    assert f'transforms.sql.retry: {who}' in hit, hit       # the connection that met the outage
     assert private_pg.password not in out + err
     summary(out)
     _assert_every_document_once(private_pg, schema, n)

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from helpers import SAMPLE_TABLES, summary_counts
-from pipeline.generate import generate_documents
+from contracts.samples.generate import generate_documents
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.slow

@@ -23,7 +23,7 @@ import time
 import psutil
 import pytest
 
-from pipeline.generate import generate_documents
+from contracts.samples.generate import generate_documents
 from transforms.errors import StageError
 from transforms.parse import ParseSpec, parse_document
 from transforms.records import Doc

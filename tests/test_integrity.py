@@ -20,7 +20,7 @@ import uuid
 import pytest
 
 from helpers import SAMPLE_TABLES, changed_count, summary_counts
-from pipeline.generate import generate_documents, write_sqlite_source, write_xml_folder
+from contracts.samples.generate import generate_documents, write_sqlite_source, write_xml_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PG = os.environ.get('XMLSQL_TEST_PG')
@@ -346,9 +346,9 @@ V1_TABLES = {'tables': {
 
 def create_v1_target(target):
     """The contract's tables as now, processing_log and dead_letter as the previous version created them."""
-    from pipeline.db.ddl import create_table_sql, create_tables
-    from pipeline.db.meta import load_table_spec
-    from pipeline.db.targets import parse_target
+    from transforms.sql.ddl import create_table_sql, create_tables
+    from transforms.sql.meta import load_table_spec
+    from transforms.sql.targets import parse_target
     t = parse_target(target.url)
     create_tables(t, SPEC, target.schema, skip_tables=['processing_log'], project_tables=False)
     conn = t.connect()
@@ -412,9 +412,10 @@ def test_targets_of_the_previous_version_are_refused_then_upgraded(tmp_path, tar
 def test_resume_reads_the_xml_only_of_documents_not_done(tmp_path, monkeypatch):
     """A table source with resume pages app_ids, asks the ledger, has the source compute the hashes of the done
     ones, and reads the XML only of the documents that are new, failed or changed."""
-    from pipeline.db.ddl import create_tables
-    from pipeline.db.targets import parse_target, sha256_hex
-    from pipeline.sources import Partition, ReadOptions, ReadPartitionFn, TableSpec, _Query
+    from transforms.sql.ddl import create_tables
+    from transforms.sql.targets import parse_target, sha256_hex
+    from transforms.io.sources import ReadOptions
+    from transforms.io.tables import Partition, ReadPartitionFn, TableSpec, _Query
     docs = dict(generate_documents(20, seed=5, broken_fraction=0.0))
     ids = sorted(docs)
     url = sqlite_source(str(tmp_path / 'src.db'), docs)

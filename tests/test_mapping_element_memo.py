@@ -9,7 +9,7 @@ from lxml import etree
 
 from contracts import compile_contract, load_contract
 from pipeline.cli import resolve_contract_path
-from pipeline.generate import generate_documents
+from contracts.samples.generate import generate_documents
 
 
 def _int(v):

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from contracts import compile_contract, load_contract
 from pipeline.cli import resolve_contract_path
-from pipeline.generate import generate_documents
+from contracts.samples.generate import generate_documents
 from transforms.errors import StageError
 from transforms.map import map_document
 from transforms.parse import ParseSpec, parse_document

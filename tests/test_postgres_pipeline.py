@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from pipeline.cli import main as cli
-from pipeline.generate import write_sqlite_source
+from contracts.samples.generate import write_sqlite_source
 from helpers import summary_counts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -196,7 +196,7 @@ def test_generated_documents_into_postgres(tmp_path, capsys, schema):
 
 def test_postgres_table_as_the_source_with_partitions_and_shards(tmp_path, capsys, schema):
     """Read app_id, xml from a PostgreSQL table (keyset pages per partition), write to SQLite."""
-    from pipeline.generate import generate_documents
+    from contracts.samples.generate import generate_documents
     conn = pg_conn()
     conn.execute(f'CREATE TABLE {schema}.app_xml (app_id integer PRIMARY KEY, xml text)')
     docs = list(generate_documents(90, seed=8))

@@ -5,7 +5,7 @@ import sqlite3
 import pytest
 
 from pipeline.cli import main as cli
-from pipeline.generate import write_sqlite_source, write_xml_folder
+from contracts.samples.generate import write_sqlite_source, write_xml_folder
 from helpers import SAMPLE_TABLES, summary_counts
 
 TABLES = SAMPLE_TABLES

@@ -16,7 +16,7 @@ import tarfile
 import pytest
 
 from pipeline.cli import main as cli
-from pipeline.generate import write_sqlite_source
+from contracts.samples.generate import write_sqlite_source
 from helpers import SUMMARY, SAMPLE_TABLES
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -130,7 +130,7 @@ def test_contract_and_table_metadata_travel_with_the_job(tmp_path):
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
     from pipeline.cli import _make_source, _limits, _common_options_parser, load_contract_or_fail
-    from pipeline.db.plan import prepare_sink
+    from transforms.sql.plan import prepare_sink
     from pipeline.graph import build_pipeline
     from pipeline.summary import summarize
 
@@ -169,7 +169,7 @@ def test_every_dofn_of_the_graph_round_trips_through_beams_pickler(tmp_path):
     from apache_beam.pipeline import PipelineVisitor
 
     from pipeline.cli import _make_source, _limits, _common_options_parser, load_contract_or_fail
-    from pipeline.db.plan import prepare_sink
+    from transforms.sql.plan import prepare_sink
     from pipeline.graph import build_pipeline
     from transforms.map import MapFn
     from transforms.sink import WriteBatchesFn
@@ -221,7 +221,7 @@ def test_setup_py_builds_an_sdist_that_installs_with_the_sample_contracts(tmp_pa
     names = tarfile.open(tarball).getnames()
     top = names[0].split('/')[0]
     for need in ('contracts/samples/credit_app.json', 'contracts/samples/credit_app_tables.json',
-                 'pipeline/graph.py', 'pipeline/db/plan.py', 'transforms/sink.py', 'contracts/compiler.py',
+                 'pipeline/graph.py', 'transforms/sql/plan.py', 'transforms/sink.py', 'contracts/compiler.py',
                  'setup.py'):
         assert f'{top}/{need}' in names, need
     # install it (no deps, no network) into a bare directory and resolve a sample contract from there

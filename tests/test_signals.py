@@ -16,7 +16,7 @@ import time
 import psutil
 import pytest
 
-from pipeline.generate import write_sqlite_source
+from contracts.samples.generate import write_sqlite_source
 from helpers import sample_table_contents, summary_counts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -7,8 +7,8 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.db.meta import fk_tiers
-from pipeline.db.targets import parse_target
+from transforms.sql.meta import fk_tiers
+from transforms.sql.targets import parse_target
 from test_sink_helpers import DB, SKIP, SPEC, TABLES, db, pg_db  # noqa: F401 (fixtures)
 from transforms.records import DeadLetter, MappedDoc, Outcome
 from transforms.sink import WriteDeadLetters, WriteLedger, WriteToSql, read_success_ids

@@ -195,7 +195,7 @@ def test_sqlite_locked_database_is_retried(tmp_path):
     blocker = d.target.connect()
     blocker.execute('BEGIN EXCLUSIVE')
     threading.Timer(0.5, blocker.rollback).start()
-    from pipeline.db.targets import parse_target
+    from transforms.sql.targets import parse_target
     t = parse_target(d.url)
     w = Writer(lambda: t.connect(timeout=0), 'sqlite', retry=RetryPolicy(attempts=10, base_delay=0.1, max_delay=0.3))
     r = w.write(metas['app_base'], [base_group(1)])

@@ -2,7 +2,7 @@
 
 A failure caused by one document's data fails that document only - in the key-ownership check, the upsert and
 its bisection, the replacement of a re-migrated document's rows, the compensation of a failed document, the
-ledger and the dead-letter writes. Where the value checks before SQL (pipeline/db/values.py) would catch the
+ledger and the dead-letter writes. Where the value checks before SQL (transforms/sql/values.py) would catch the
 poison, `check_values=False` makes the database itself reject it, so that the isolation by bisection is what is
 tested; the checks themselves are tested with it on."""
 import datetime
@@ -13,7 +13,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline
 
-from pipeline.db.meta import fk_tiers
+from transforms.sql.meta import fk_tiers
 from test_sink_helpers import TABLES, db  # noqa: F401 (fixture)
 from transforms.records import DeadLetter, MappedDoc, Outcome, RowGroup
 from transforms.sink import RetryPolicy, WriteDeadLetters, WriteLedger, WriteToSql, Writer, doc_key

@@ -9,8 +9,9 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.sources import (FileSource, ReadOptions, SourceError, TableSource, TableSpec, list_xml_files,
-                              split_range)
+from transforms.io.files import FileSource, list_xml_files
+from transforms.io.sources import ReadOptions, SourceError
+from transforms.io.tables import TableSource, TableSpec, split_range
 
 
 def test_split_range_covers_every_id_once():
@@ -118,8 +119,8 @@ def test_source_queries_parse_in_each_dialect(dialect, read):
     """SQL Server cannot run here: its source queries (TOP, OFFSET/FETCH, bracket quoting) are checked by a real
     T-SQL parser, as are the other dialects' by theirs."""
     import sqlglot
-    from pipeline.db.dialects import get_dialect
-    from pipeline.sources import _Query
+    from transforms.sql.dialects import get_dialect
+    from transforms.io.tables import _Query
     spec = TableSpec(url='x', table='app_xml_staging', column='app_XML', schema='migration')
     q = _Query(spec, get_dialect(dialect), ReadOptions(app_id_start=10, app_id_end=500, shard_count=4,
                                                        shard_index=1))

@@ -9,7 +9,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from transforms.errors import StageError
 from transforms.parse import ParsedDoc, ParseFn, ParseSpec, parse_document
 from transforms.records import DEAD_LETTER_TAG, Doc
-from transforms.validate import Limits, ValidateFn, decode_payload, validate_document
+from transforms.text import decode_payload
+from transforms.validate import Limits, ValidateFn, validate_document
 
 SPEC = ParseSpec(root_element='Provenir', application_path='/Provenir/Request/CustData/application',
                  app_id_source=('/Provenir/Request', 'ID'),

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 
 from transforms.records import DeadLetter
-from transforms.validate import refetch_payload
+from transforms.stage import refetch_payload
 
 log = logging.getLogger(__name__)
 STAGE = 'validation'

@@ -11,7 +11,7 @@ import apache_beam as beam
 from contracts.errors import MappingError
 from transforms.errors import StageError
 from transforms.records import MappedDoc
-from transforms.validate import run_stage
+from transforms.stage import run_stage
 
 log = logging.getLogger(__name__)
 STAGE = 'mapping'

@@ -26,7 +26,8 @@ from lxml import etree
 
 from transforms.errors import StageError
 from transforms.records import Doc
-from transforms.validate import run_stage, parse_app_id
+from transforms.stage import run_stage
+from transforms.validate import parse_app_id
 
 log = logging.getLogger(__name__)
 STAGE = 'parse'

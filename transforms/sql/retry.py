@@ -12,7 +12,7 @@ import random
 import time
 from typing import Any, Callable, NamedTuple, Optional
 
-from pipeline.db.dialects import FATAL, TRANSIENT, get_dialect, scrub_message
+from transforms.sql.dialects import FATAL, TRANSIENT, get_dialect, scrub_message
 
 log = logging.getLogger(__name__)
 

@@ -16,26 +16,26 @@ to CREATE TABLE.
 import logging
 from typing import List, Optional
 
-from pipeline.db.dialects import get_dialect
-from pipeline.db.ledger import doc_key
-from pipeline.db.meta import ColumnMeta
+from transforms.sql.dialects import get_dialect
+from transforms.sql.ledger import doc_key
+from transforms.sql.meta import ColumnMeta
 
 log = logging.getLogger(__name__)
 
 
 def _spec_columns(table):
-    from pipeline.db.ddl import PROJECT_TABLES
-    from pipeline.db.meta import _column_from_spec
+    from transforms.sql.ddl import PROJECT_TABLES
+    from transforms.sql.meta import _column_from_spec
     return [_column_from_spec(table, c) for c in PROJECT_TABLES[table]['columns']]
 
 
 def _unique_keys(table):
-    from pipeline.db.ddl import PROJECT_TABLES
+    from transforms.sql.ddl import PROJECT_TABLES
     return [list(u) for u in PROJECT_TABLES[table].get('unique_indexes') or []]
 
 
 def _tables():
-    from pipeline.db.ddl import PROJECT_TABLES
+    from transforms.sql.ddl import PROJECT_TABLES
     return list(PROJECT_TABLES)
 
 
@@ -58,7 +58,7 @@ def problems(conn, dialect, schema: Optional[str] = None, metas=None) -> List[st
 
 
 def add_column_sql(d, table: str, col: ColumnMeta, schema) -> str:
-    from pipeline.db.ddl import _col_def
+    from transforms.sql.ddl import _col_def
     return f'ALTER TABLE {d.qualify(table, schema)} ADD {_col_def(d, col, False)}'
 
 
@@ -102,7 +102,7 @@ def _dedupe_dead_letters(cur, d, schema) -> int:
 def upgrade_project_tables(conn, dialect, schema: Optional[str] = None) -> List[str]:
     """Upgrade processing_log / dead_letter in place on `conn` (the caller commits). Returns (and logs) one line
     per table changed; nothing for tables that are up to date or missing."""
-    from pipeline.db.ddl import project_index_statements
+    from transforms.sql.ddl import project_index_statements
     d = get_dialect(dialect)
     schema = schema if d.supports_schema else None
     lines = []

@@ -6,15 +6,15 @@ app_campaign_cc) are left out.
 """
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
-from pipeline.db.dialects import get_dialect
-from pipeline.db.meta import TableMeta, load_table_spec, table_from_spec
+from transforms.sql.dialects import get_dialect
+from transforms.sql.meta import TableMeta, load_table_spec, table_from_spec
 
 # The project's own tables. processing_log is a superset of the existing system's processing_log (same
 # columns + `stage` + `content_hash`): one row per app_id, kept so by a unique index on app_id and upserts.
 # dead_letter: one current row per document, keyed by doc_key (sha1 hex of `source`: a source reference may be
 # 1,000 characters, SQL Server index keys at most 900 bytes); created_at is when it first failed, last_seen_at
 # when it last did, attempts how many runs it failed in. A target created by an earlier version (no
-# content_hash / doc_key, duplicate rows) is upgraded by pipeline/db/upgrade.py (create-tables / --create-tables).
+# content_hash / doc_key, duplicate rows) is upgraded by transforms/sql/upgrade.py (create-tables / --create-tables).
 PROJECT_TABLES: Dict[str, Dict[str, Any]] = {
     'processing_log': {
         'columns': [
@@ -201,10 +201,10 @@ def ddl_statements(spec, dialect, schema: Optional[str] = None, include_fks: boo
 def create_tables(target, spec, schema: Optional[str] = None, include_fks: bool = True,
                   skip_tables: Iterable[str] = (), project_tables: bool = True) -> List[str]:
     """Execute ddl_statements on `target` (a Target or url) in one transaction. Idempotent. Project tables that
-    an earlier version created are upgraded first (pipeline/db/upgrade.py: missing columns, duplicate rows,
+    an earlier version created are upgraded first (transforms/sql/upgrade.py: missing columns, duplicate rows,
     unique keys), which the CREATE ... IF NOT EXISTS statements alone would leave as they were."""
-    from pipeline.db.targets import parse_target
-    from pipeline.db.upgrade import upgrade_project_tables
+    from transforms.sql.targets import parse_target
+    from transforms.sql.upgrade import upgrade_project_tables
     if isinstance(target, str):
         target = parse_target(target)
     stmts = ddl_statements(spec, target.dialect_name, schema, include_fks, skip_tables, project_tables)

@@ -2,8 +2,8 @@
 columns against them, and derive the FK tiers. Every problem here is a one-line error (TargetError/ConfigError)."""
 from typing import Dict, List, NamedTuple, Optional
 
-from pipeline.db.meta import MetaError, TableMeta, check_columns, fk_tiers, introspect
-from pipeline.db.targets import TargetError, parse_target
+from transforms.sql.meta import MetaError, TableMeta, check_columns, fk_tiers, introspect
+from transforms.sql.targets import TargetError, parse_target
 
 PROJECT_TABLES = ('processing_log', 'dead_letter')
 
@@ -34,8 +34,8 @@ def create_target_tables(target_url, tables_spec, schema=None, dialect=None, exe
                          only_tables=None):
     """Create the tables of a spec plus processing_log and dead_letter (idempotent). Returns the statements.
     `skip_tables` (or everything not in `only_tables`) is not created, and FKs to those tables are left out."""
-    from pipeline.db.ddl import create_tables, ddl_statements
-    from pipeline.db.meta import load_table_spec
+    from transforms.sql.ddl import create_tables, ddl_statements
+    from transforms.sql.meta import load_table_spec
     target = parse_target(target_url, dialect=dialect)
     spec = tables_spec if tables_spec is not None else {'tables': {}}
     try:
@@ -71,7 +71,7 @@ def prepare_sink(target_url, contract, tables_spec=None, create=False, dialect=N
         except MetaError:
             raise TargetError('the target has no processing_log / dead_letter tables: create them with '
                               '`python -m pipeline create-tables` or pass --create-tables') from None
-        from pipeline.db.upgrade import problems
+        from transforms.sql.upgrade import problems
         missing = problems(conn, target.dialect_name, schema, project)
         if missing:
             raise TargetError('processing_log / dead_letter were created by an earlier version of this tool '

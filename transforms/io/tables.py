@@ -1,34 +1,22 @@
-"""Sources: where the XML documents come from.
+"""A table in a database as the source (`sqlite:///PATH` or `odbc:...`): `TableSource`.
 
-* `TableSource`: `app_id, xml` rows of a table in a database (`sqlite:///PATH` or `odbc:...`), read as a
+`app_id, xml` rows of a table in a database (`sqlite:///PATH` or `odbc:...`), read as a
   partitioned read like Beam's JdbcIO `readWithPartitions`: the app_id range is split into N partitions at launch
   (from min/max), the partitions are reshuffled, and each is read with its own connection and keyset pagination
   (`app_id > last ORDER BY app_id`), never OFFSET. Modulo sharding is applied in the query. Resume is per page:
   the page is first read as app_ids and looked up in the target's processing_log; the source database computes the
   content hash (sha256 of the XML text) of the ones already `success`; only documents not yet `success`, or whose
   hash changed, have their XML read.
-* `FileSource`: a folder or glob of `.xml` files, one document each (app_id from the document); the content hash
-  is the sha256 of the bytes read.
-
-Each source is a PTransform producing `Doc` records and can fetch one document again by its `source` reference
-(used to put the original payload into the dead letter when a document fails at the sink).
 """
-import glob
-import hashlib
 import logging
-import os
 from typing import List, NamedTuple, Optional
 
 import apache_beam as beam
 
-from transforms.errors import StageError
+from transforms.io.sources import ReadOptions, SourceError
 from transforms.records import Doc
 
 log = logging.getLogger(__name__)
-
-
-class SourceError(Exception):
-    """A source that cannot be read at all (before any data moves): clear message, no password."""
 
 
 class Partition(NamedTuple):
@@ -58,19 +46,8 @@ class TableSpec(NamedTuple):
     dialect: Optional[str] = None
 
 
-class ReadOptions(NamedTuple):
-    app_id_start: Optional[int] = None
-    app_id_end: Optional[int] = None
-    limit: Optional[int] = None
-    partitions: int = 8
-    shard_count: Optional[int] = None
-    shard_index: Optional[int] = None
-    fetch_size: int = 100
-    resume: bool = True
-
-
 def _connect(url, dialect=None):
-    from pipeline.db.targets import parse_target
+    from transforms.sql.targets import parse_target
     target = parse_target(url, dialect=dialect)
     return target, target.connect()
 
@@ -208,7 +185,7 @@ def _first_line(e):
 
 class ReadPartitionFn(beam.DoFn):
     """Reads one app_id partition with keyset pagination, one connection per bundle. Opening the connection
-    and every page read are retried on transient errors (pipeline/db/retry.py): a page is a keyset query from
+    and every page read are retried on transient errors (transforms/sql/retry.py): a page is a keyset query from
     the last app_id read, so reading it again after a reconnect neither skips nor repeats a document.
 
     With resume, each page is read as app_ids first and looked up in processing_log; for the app_ids that are
@@ -227,14 +204,14 @@ class ReadPartitionFn(beam.DoFn):
         self.db = self.ledger = None
 
     def _open(self):
-        from pipeline.db.targets import parse_target
+        from transforms.sql.targets import parse_target
         target = parse_target(self.spec.url, dialect=self.spec.dialect)
         self.db = target.retrying(what=f'source {target.display}')
         self.db.open()
         self.q = _Query(self.spec, target.dialect, self.opts)
         self.max_params = min(target.dialect.max_params, 900)
         if self.opts.resume and self.resume_target:
-            from pipeline.db.ledger import Ledger
+            from transforms.sql.ledger import Ledger
             self.ledger = Ledger.open(self.resume_target, self.resume_schema)
 
     def _fetch(self, sql_params):
@@ -326,7 +303,7 @@ class ReadTable(beam.PTransform):
 def fetch_from_table(spec: TableSpec, app_id):
     """One document's XML read again by app_id (a failed document's payload for the dead letter), with the
     transient-error retry of every connection a worker opens."""
-    from pipeline.db.targets import parse_target
+    from transforms.sql.targets import parse_target
     target = parse_target(spec.url, dialect=spec.dialect)
     q = _Query(spec, target.dialect, ReadOptions())
     db = target.retrying(what=f'source {target.display}')
@@ -340,101 +317,12 @@ def fetch_from_table(spec: TableSpec, app_id):
         db.close()
 
 
-# ---------------------------------------------------------------------------------------------------- files
-
-def list_xml_files(pattern) -> List[str]:
-    """A folder (its *.xml files, sorted) or a glob pattern."""
-    if os.path.isdir(pattern):
-        paths = sorted(glob.glob(os.path.join(pattern, '*.xml')))
-    else:
-        paths = sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
-    return paths
-
-
-def _common_root(paths):
-    if not paths:
-        return ''
-    return os.path.dirname(paths[0]) if len(paths) == 1 else os.path.commonpath([os.path.dirname(p) for p in paths])
-
-
-class ReadFileFn(beam.DoFn):
-    def __init__(self, root):
-        self.root = root
-
-    def process(self, path):
-        name = os.path.relpath(path, self.root) if self.root else path
-        try:
-            with open(path, 'rb') as f:
-                data = f.read()
-        except OSError as e:
-            # The file vanished or is unreadable: still one document read, dead-lettered by validation.
-            log.warning('cannot read %s: %s', name, e.strerror)
-            data = None
-        yield Doc(source=name, app_id=None, xml=data,
-                  content_hash=None if data is None else hashlib.sha256(data).hexdigest())
-
-
-class ReadFiles(beam.PTransform):
-    def __init__(self, paths, root):
-        super().__init__()
-        self.paths, self.root = paths, root
-
-    def expand(self, pbegin):
-        return (pbegin
-                | 'Paths' >> beam.Create(self.paths)
-                | 'Spread' >> beam.Reshuffle()
-                | 'ReadFile' >> beam.ParDo(ReadFileFn(self.root)))
-
-
-class FileSource:
-    kind = 'files'
-
-    def __init__(self, pattern, limit=None, chunk_docs=None, _paths=None, _root=None):
-        self.pattern = pattern
-        self.paths = _paths if _paths is not None else list_xml_files(pattern)
-        if limit is not None:
-            self.paths = self.paths[:limit]
-        self.root = _root if _root is not None else _common_root(self.paths)
-        self.chunk_docs = chunk_docs
-        if not self.paths:
-            raise SourceError(f'no .xml files found at {pattern!r}')
-
-    def chunks(self):
-        n = self.chunk_docs
-        if not n or len(self.paths) <= n:
-            return [self]
-        return [FileSource(self.pattern, _paths=self.paths[i:i + n], _root=self.root)
-                for i in range(0, len(self.paths), n)]
-
-    def fetcher(self):
-        return _FileFetcher(self.root)
-
-    @property
-    def expected(self):
-        return len(self.paths)
-
-    def transform(self):
-        return ReadFiles(self.paths, self.root)
-
-    def describe(self):
-        return f'{len(self.paths)} files under {self.root or "."}'
-
-
 class _TableFetcher:
     def __init__(self, spec):
         self.spec = spec
 
     def __call__(self, source_ref):
         return fetch_from_table(self.spec, int(source_ref.rsplit(':', 1)[1]))
-
-
-class _FileFetcher:
-    def __init__(self, root):
-        self.root = root
-
-    def __call__(self, source_ref):
-        with open(os.path.join(self.root, source_ref), 'rb') as f:
-            return f.read()
 
 
 class TableSource:
@@ -467,42 +355,6 @@ class TableSource:
         return _TableFetcher(self.spec)
 
     def describe(self):
-        from pipeline.db.targets import parse_target
+        from transforms.sql.targets import parse_target
         return (f'table {self.spec.table}.{self.spec.column} in {parse_target(self.spec.url).display}: '
                 f'{self.count} rows in {len(self.partitions)} partitions')
-
-
-def make_source(url_or_path, contract, source_table=None, source_column=None, opts: ReadOptions = ReadOptions(),
-                resume_target=None, resume_schema=None, dialect=None, chunk_docs=None, record_element=None):
-    """A source from the --source option: sqlite:///PATH, odbc:..., or a folder/glob of .xml files."""
-    if url_or_path.startswith(('sqlite:', 'odbc:')):
-        table, schema = source_table or contract.source_table, None
-        if '.' in table:
-            schema, table = table.split('.', 1)
-        elif not url_or_path.startswith('sqlite:'):
-            schema = contract.target_schema
-        spec = TableSpec(url=url_or_path, table=table, column=source_column or contract.source_column,
-                         schema=schema, dialect=dialect)
-        return TableSource(spec, opts, resume_target if opts.resume else None, resume_schema, chunk_docs=chunk_docs)
-    if os.path.isfile(url_or_path):
-        # One file: a document, or a container of many (its root is not the contract's root element).
-        from pipeline.stream_source import StreamError, StreamFileSource, root_name
-        try:
-            root = root_name(url_or_path)
-        except (StreamError, StageError) as e:
-            raise SourceError(str(e)) from None
-        if root and root != contract.root_element:
-            if opts.shard_count:
-                raise SourceError('one container file cannot be sharded (--shard-count/--processes): every shard '
-                                  'would parse the whole file; split it, or run one process')
-            return StreamFileSource(url_or_path, record_element or contract.root_element, limit=opts.limit,
-                                    chunk_docs=chunk_docs)
-    src = FileSource(url_or_path, limit=opts.limit, chunk_docs=chunk_docs)
-    if opts.shard_count:
-        # Files have no app_id before parsing: shard them by position in the sorted listing.
-        paths = src.paths[opts.shard_index::opts.shard_count]
-        if not paths:
-            raise SourceError(f'shard {opts.shard_index} of {opts.shard_count} has no files at {url_or_path!r}')
-        src = FileSource(url_or_path, chunk_docs=chunk_docs, _paths=paths, _root=src.root)
-    return src
-

@@ -10,7 +10,8 @@ import os
 import re
 from typing import Optional
 
-from pipeline.db.dialects import _TRANSIENT_TEXT, _URL_PASSWORD, Dialect, error_state, get_dialect, scrub_message
+from transforms.sql.dialects import Dialect, error_state, get_dialect, scrub_message
+from transforms.sql.messages import _TRANSIENT_TEXT, _URL_PASSWORD
 
 
 class TargetError(Exception):
@@ -162,11 +163,11 @@ class Target:
         return conn
 
     def retrying(self, what: Optional[str] = None, retry=None):
-        """A `RetryingConnection` to this target (pipeline/db/retry.py): opened lazily, every transaction
+        """A `RetryingConnection` to this target (transforms/sql/retry.py): opened lazily, every transaction
         retried on transient errors (server restarting or unreachable, connection lost, deadlock, 'database is
         locked'); a login failure or a missing driver is raised at once. Every connection a worker opens mid-run
         is one of these."""
-        from pipeline.db.retry import DEFAULT_RETRY, RetryingConnection
+        from transforms.sql.retry import DEFAULT_RETRY, RetryingConnection
         return RetryingConnection(self.connect, self.dialect_name, retry=retry or DEFAULT_RETRY, scrub=self.scrub,
                                   what=what or self.display)
 

@@ -30,7 +30,7 @@ def root_name(path):
     with open(path, 'rb') as f:
         head = f.read(PEEK)
     from transforms.errors import StageError
-    from transforms.validate import _prolog_end, decode_payload
+    from transforms.text import decode_payload, prolog_end
     text = None
     for cut in range(4):          # the peek may end inside a multi-byte character
         try:
@@ -39,7 +39,7 @@ def root_name(path):
         except StageError:
             if cut == 3 or len(head) < PEEK:
                 raise
-    start = _prolog_end(text)
+    start = prolog_end(text)
     start = start[0] if isinstance(start, tuple) else start
     if start < 0:
         return None

@@ -13,7 +13,7 @@ import decimal
 import re
 from typing import Any, Callable, Dict, Optional
 
-from pipeline.db.meta import ColumnMeta, TableMeta
+from transforms.sql.meta import ColumnMeta, TableMeta
 
 INT64 = (-2 ** 63, 2 ** 63 - 1)
 # SQL Server's integer types (the spelling of the table specs); SQLite's own INTEGER (rowid) is 64-bit.

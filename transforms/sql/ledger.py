@@ -2,7 +2,7 @@
 content hash (a document whose hash changed is migrated again)."""
 import hashlib
 
-from pipeline.db.targets import parse_target
+from transforms.sql.targets import parse_target
 
 
 def doc_key(source) -> str:
@@ -13,7 +13,7 @@ def doc_key(source) -> str:
 
 class Ledger:
     """A connection to the target's processing_log, asked page by page (a page = one keyset page of the source).
-    Opening it and every read are retried on transient errors (pipeline/db/retry.py)."""
+    Opening it and every read are retried on transient errors (transforms/sql/retry.py)."""
 
     def __init__(self, target, db, schema):
         d = target.dialect

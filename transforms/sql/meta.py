@@ -118,7 +118,7 @@ def reference_tables(path_or_dict) -> List[str]:
 def introspect(conn, dialect, schema: Optional[str], tables: Iterable[str]) -> Dict[str, TableMeta]:
     """Read the LIVE definition of `tables` (columns, pk, identity, nullability, FKs). Raises MetaError naming
     every table that does not exist."""
-    from pipeline.db.dialects import get_dialect
+    from transforms.sql.dialects import get_dialect
     d = get_dialect(dialect)
     out, missing = {}, []
     for t in tables:
