@@ -1,5 +1,6 @@
 """Dialect SQL: identifiers, T-SQL generation (parsed by sqlglot tsql + golden files), DDL on all dialects,
 error classification and message scrubbing, targets."""
+import json
 import os
 import sqlite3
 
@@ -9,9 +10,11 @@ from sqlglot import exp
 
 from transforms.sql.ddl import ddl_statements
 from transforms.sql.dialects import DATA, FATAL, TRANSIENT, DialectError, get_dialect, scrub_message
-from transforms.sql.meta import MetaError, check_columns, fk_tiers, load_table_spec
+from transforms.sql.meta import MetaError, fk_tiers, load_table_spec
 from transforms.sql.targets import TargetError, parse_target
 from test_sink_helpers import PG_URL, SEED_TABLES, SKIP, SPEC, TABLES, DB
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 GOLDEN = os.path.join(os.path.dirname(__file__), 'golden')
 UPDATE = os.environ.get('UPDATE_GOLDEN') == '1'
@@ -103,12 +106,31 @@ def test_seed_tables_ddl_all_dialects(tmp_path):
     assert tiers[1][0] == 'app_contact_base' and tiers[2] == ['app_contact_address', 'app_contact_employment']
 
 
-def test_check_columns_names_table_and_column():
-    metas = load_table_spec(SPEC)
-    check_columns({'app_base': ['app_id', 'ip_address']}, metas)
-    with pytest.raises(MetaError, match=r'app_base\.nope: column not found.*app_contact_base\.ssn_last_4: is a '
-                                        r'computed'):
-        check_columns({'app_base': ['app_id', 'nope'], 'app_contact_base': ['ssn_last_4']}, metas)
+def test_column_problems_name_table_and_column():
+    """The contract's columns against the live tables, before any data moves: one line per problem."""
+    import copy
+    from contracts import load_contract
+    from transforms.sql.checks import column_problems
+    spec = json.load(open(os.path.join(ROOT, 'contracts', 'samples', 'credit_app_tables.json')))
+    spec['tables']['app_contact_base']['columns'].append({'name': 'ssn_last_4', 'type': 'as', 'nullable': True})
+    metas = load_table_spec(spec)
+    base = json.load(open(os.path.join(ROOT, 'contracts', 'samples', 'credit_app.json')))
+    assert column_problems(load_contract(base), metas) == []
+    c = copy.deepcopy(base)
+    ms = c['mappings']
+    first = next(m for m in ms if m['target_table'] == 'app_contact_base' and m['target_column'] == 'first_name')
+    first['data_length'] = 5000
+    email = next(m for m in ms if m['target_column'] == 'email')
+    email['target_column'] = 'nope'
+    ssn = next(m for m in ms if m['target_column'] == 'ssn')
+    ssn['target_column'] = 'ssn_last_4'
+    phone = next(m for m in ms if m['target_column'] == 'home_phone')
+    phone['data_type'] = 'datetime'
+    probs = column_problems(load_contract(c), metas)
+    assert 'app_contact_base.nope: column not found in the target table' in probs
+    assert 'app_contact_base.ssn_last_4: is a computed column in the target table' in probs
+    assert any(p.startswith('app_contact_base.first_name: data_length 5000 but the column is varchar(') for p in probs)
+    assert any(p.startswith('app_contact_base.home_phone: the contract writes datetime values into a') for p in probs)
 
 
 def test_introspection_sqlite_matches_spec(tmp_path):
@@ -119,7 +141,7 @@ def test_introspection_sqlite_matches_spec(tmp_path):
     assert [fk.references for fk in cb.foreign_keys] == ['app_base']
     assert not cb.column('first_name').nullable and cb.column('ssn_last_4') is None
     assert fk_tiers(metas, TABLES) == [['app_base'], ['app_contact_base'], ['app_contact_address']]
-    from transforms.sql.meta import introspect
+    from transforms.sql.introspect import introspect
     with pytest.raises(MetaError, match='not found.*nope'):
         introspect(d.target.connect(), 'sqlite', None, ['app_base', 'nope'])
 

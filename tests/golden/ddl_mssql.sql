@@ -49,6 +49,9 @@ CREATE TABLE [migration].[processing_log] (
 IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ux_processing_log_app_id' AND object_id = OBJECT_ID(N'[migration].[processing_log]'))
 CREATE UNIQUE INDEX [ux_processing_log_app_id] ON [migration].[processing_log] ([app_id]);
 
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ix_processing_log_content_hash' AND object_id = OBJECT_ID(N'[migration].[processing_log]'))
+CREATE INDEX [ix_processing_log_content_hash] ON [migration].[processing_log] ([content_hash]);
+
 IF OBJECT_ID(N'[migration].[dead_letter]', N'U') IS NULL
 CREATE TABLE [migration].[dead_letter] (
   [id] bigint IDENTITY(1,1) NOT NULL,

@@ -50,6 +50,8 @@ CREATE TABLE IF NOT EXISTS "processing_log" (
 
 CREATE UNIQUE INDEX IF NOT EXISTS "ux_processing_log_app_id" ON "processing_log" ("app_id");
 
+CREATE INDEX IF NOT EXISTS "ix_processing_log_content_hash" ON "processing_log" ("content_hash");
+
 CREATE TABLE IF NOT EXISTS "dead_letter" (
   "id" INTEGER PRIMARY KEY,
   "source" varchar(1000) NOT NULL,

@@ -6,6 +6,8 @@ UPDATE [migration].[dead_letter] SET [doc_key] = ?, [attempts] = ?, [created_at]
 DELETE FROM [migration].[dead_letter] WHERE [id] IN (?, ?, ?);
 IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ux_processing_log_app_id' AND object_id = OBJECT_ID(N'[migration].[processing_log]'))
 CREATE UNIQUE INDEX [ux_processing_log_app_id] ON [migration].[processing_log] ([app_id]);
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ix_processing_log_content_hash' AND object_id = OBJECT_ID(N'[migration].[processing_log]'))
+CREATE INDEX [ix_processing_log_content_hash] ON [migration].[processing_log] ([content_hash]);
 IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ux_dead_letter_doc_key' AND object_id = OBJECT_ID(N'[migration].[dead_letter]'))
 CREATE UNIQUE INDEX [ux_dead_letter_doc_key] ON [migration].[dead_letter] ([doc_key]);
 IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ix_dead_letter_app_id' AND object_id = OBJECT_ID(N'[migration].[dead_letter]'))

@@ -19,11 +19,12 @@ class Ledger:
         d = target.dialect
         self.db = db
         self.table = d.qualify('processing_log', schema if d.supports_schema else None)
+        self.dead_letter = d.qualify('dead_letter', schema if d.supports_schema else None)
         self.max_params = min(d.max_params, 900)
 
     @classmethod
-    def open(cls, target_url, schema=None):
-        target = parse_target(target_url)
+    def open(cls, target_url, schema=None, dialect=None):
+        target = parse_target(target_url, dialect=dialect)
         db = target.retrying(what=f'resume ledger {target.display}')
         db.open()
         return cls(target, db, schema)
@@ -45,6 +46,36 @@ class Ledger:
     def done_ids(self, app_ids):
         """The subset of `app_ids` whose processing_log status is success."""
         return set(self.done(app_ids))
+
+    def done_hashes(self, hashes):
+        """The subset of content `hashes` that a processing_log success row records (resume of file sources,
+        asked in batches: the index on content_hash answers)."""
+        hs = [h for h in dict.fromkeys(hashes) if h]
+
+        def read(cur):
+            out = set()
+            for i in range(0, len(hs), self.max_params):
+                chunk = hs[i:i + self.max_params]
+                cur.execute(f"SELECT content_hash FROM {self.table} WHERE status = 'success' AND content_hash IN "
+                            f"({', '.join('?' * len(chunk))})", chunk)
+                out.update(r[0] for r in cur.fetchall())
+            return out
+        return self.db.run(read, commit=False) if hs else set()
+
+    def failed_app_ids(self):
+        """The app_ids whose latest processing_log status is failed (--only-failed of a table source)."""
+        def read(cur):
+            cur.execute(f"SELECT app_id FROM {self.table} WHERE status = 'failed'")
+            return sorted({int(r[0]) for r in cur.fetchall()})
+        return self.db.run(read, commit=False)
+
+    def failed_sources(self):
+        """The source references of the documents dead_letter holds now (one current row per failed document:
+        --only-failed of a file source, whose documents have no app_id before they are parsed)."""
+        def read(cur):
+            cur.execute(f'SELECT source FROM {self.dead_letter}')
+            return sorted({r[0] for r in cur.fetchall()})
+        return self.db.run(read, commit=False)
 
     def close(self):
         self.db.close()

@@ -14,28 +14,25 @@ Every step is skipped when already done, so running it again changes nothing. Ta
 to CREATE TABLE.
 """
 import logging
-from typing import List, Optional
+from typing import Iterable, List, Optional
 
+from transforms.sql.ddl import PROJECT_TABLES, _col_def, ddl_statements, project_index_statements
 from transforms.sql.dialects import get_dialect
 from transforms.sql.ledger import doc_key
-from transforms.sql.meta import ColumnMeta
+from transforms.sql.meta import ColumnMeta, _column_from_spec
 
 log = logging.getLogger(__name__)
 
 
 def _spec_columns(table):
-    from transforms.sql.ddl import PROJECT_TABLES
-    from transforms.sql.meta import _column_from_spec
     return [_column_from_spec(table, c) for c in PROJECT_TABLES[table]['columns']]
 
 
 def _unique_keys(table):
-    from transforms.sql.ddl import PROJECT_TABLES
     return [list(u) for u in PROJECT_TABLES[table].get('unique_indexes') or []]
 
 
 def _tables():
-    from transforms.sql.ddl import PROJECT_TABLES
     return list(PROJECT_TABLES)
 
 
@@ -58,7 +55,6 @@ def problems(conn, dialect, schema: Optional[str] = None, metas=None) -> List[st
 
 
 def add_column_sql(d, table: str, col: ColumnMeta, schema) -> str:
-    from transforms.sql.ddl import _col_def
     return f'ALTER TABLE {d.qualify(table, schema)} ADD {_col_def(d, col, False)}'
 
 
@@ -102,7 +98,6 @@ def _dedupe_dead_letters(cur, d, schema) -> int:
 def upgrade_project_tables(conn, dialect, schema: Optional[str] = None) -> List[str]:
     """Upgrade processing_log / dead_letter in place on `conn` (the caller commits). Returns (and logs) one line
     per table changed; nothing for tables that are up to date or missing."""
-    from transforms.sql.ddl import project_index_statements
     d = get_dialect(dialect)
     schema = schema if d.supports_schema else None
     lines = []
@@ -129,10 +124,38 @@ def upgrade_project_tables(conn, dialect, schema: Optional[str] = None) -> List[
                 done.append('set doc_key' + (f', merged {n} repeated row(s) into one per document (attempts '
                                              f'counts them)' if n else ''))
             for st in project_index_statements(d, table, schema):
-                cur.execute(st.rstrip().rstrip(';') if d.name != 'mssql' else st)
+                cur.execute(d.executable(st))
             done.append('unique index on ' + ', '.join(k[0] for k in keys))
         if done:
             lines.append(f'upgraded {table} (created by an earlier version): ' + '; '.join(done))
     for ln in lines:
         log.info('%s', ln)
     return lines
+
+
+def create_tables(target, spec, schema: Optional[str] = None, include_fks: bool = True,
+                  skip_tables: Iterable[str] = (), project_tables: bool = True) -> List[str]:
+    """Execute ddl_statements on `target` (a Target or url) in one transaction. Idempotent. Project tables that
+    an earlier version created are upgraded first (transforms/sql/upgrade.py: missing columns, duplicate rows,
+    unique keys), which the CREATE ... IF NOT EXISTS statements alone would leave as they were."""
+    from transforms.sql.targets import parse_target
+    if isinstance(target, str):
+        target = parse_target(target)
+    stmts = ddl_statements(spec, target.dialect_name, schema, include_fks, skip_tables, project_tables)
+    conn = target.connect()
+    try:
+        if project_tables:
+            upgrade_project_tables(conn, target.dialect_name, schema)
+        cur = conn.cursor()
+        for st in stmts:
+            cur.execute(target.dialect.executable(st))
+        conn.commit()
+    except Exception as e:
+        try:
+            conn.rollback()
+        except Exception:
+            pass
+        raise RuntimeError(f'create_tables on {target.display}: {target.scrub(e)}') from None
+    finally:
+        conn.close()
+    return stmts

@@ -9,6 +9,31 @@ from transforms.sql.meta import ColumnMeta, ForeignKey, TableMeta
 
 class MSSQLDialect(Dialect):
     name = 'mssql'
+    identity_clause = 'IDENTITY(1,1)'
+
+    def create_table_if_absent(self, name, body):
+        obj = name.replace("'", "''")
+        return f"IF OBJECT_ID(N'{obj}', N'U') IS NULL\nCREATE TABLE {name} (\n  {body}\n);"
+
+    def create_index_if_absent(self, index, table, columns, unique=False):
+        obj = table.replace("'", "''")
+        kind = 'UNIQUE INDEX' if unique else 'INDEX'
+        return (f"IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'{index}' "
+                f"AND object_id = OBJECT_ID(N'{obj}'))\nCREATE {kind} {self.quote(index)} ON {table} ({columns});")
+
+    def create_schema_if_absent(self, schema):
+        lit = self.check_identifier(schema)
+        return f"IF SCHEMA_ID(N'{lit}') IS NULL\nEXEC(N'CREATE SCHEMA {self.quote(schema)}');"
+
+    def executable(self, statement):
+        return statement          # IF ... CREATE batches keep their ';'
+
+    def select_rows(self, cols, table, where, order, limit=None, offset=False):
+        if offset:
+            sql = f'SELECT {cols} FROM {table} WHERE {where} ORDER BY {order} OFFSET ? ROWS'
+            return sql + (f' FETCH NEXT {int(limit)} ROWS ONLY' if limit is not None else '')
+        top = f'TOP ({int(limit)}) ' if limit is not None else ''
+        return f'SELECT {top}{cols} FROM {table} WHERE {where} ORDER BY {order}'
     open_q, close_q = '[', ']'
     utcnow_sql = 'GETUTCDATE()'
     now_sql = 'GETDATE()'

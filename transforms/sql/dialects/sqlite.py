@@ -9,6 +9,13 @@ from transforms.sql.meta import ColumnMeta, ForeignKey, TableMeta
 
 class SQLiteDialect(Dialect):
     name = 'sqlite'
+    inline_integer_pk = True
+
+    def integer_ids(self, column):
+        return f"typeof({column}) = 'integer'"
+
+    def misfit_ids(self, column):
+        return f"typeof({column}) <> 'integer'"
     supports_schema = False      # sqlite has no schemas: the contract's target_schema is ignored
     utcnow_sql = now_sql = 'CURRENT_TIMESTAMP'
 
