@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from contracts import compile_contract, load_contract
-from pipeline.cli import resolve_contract_path
+from pipeline.config import resolve_sample as resolve_contract_path
 from contracts.samples.generate import generate_documents
 from transforms.errors import StageError
 from transforms.map import map_document

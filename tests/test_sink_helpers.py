@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from transforms.sql.ddl import create_tables
-from transforms.sql.meta import introspect
+from transforms.sql.upgrade import create_tables
+from transforms.sql.introspect import introspect
 from transforms.sql.targets import parse_target
 
 PG_URL = os.environ.get('XMLSQL_TEST_PG')

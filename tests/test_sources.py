@@ -45,7 +45,7 @@ def test_partitioned_read_returns_every_row_exactly_once(source_db, partitions):
     src = TableSource(TableSpec(url=f'sqlite:///{path}', table='app_xml', column='xml', schema=None), opts)
     assert src.expected == len(ids)
     with BeamTestPipeline(runner=FnApiRunner()) as p:
-        got = p | src.transform() | beam.Map(lambda d: d.app_id)
+        got = (p | src.read()).docs | beam.Map(lambda d: d.app_id)
         assert_that(got, equal_to(ids))
 
 
@@ -61,7 +61,7 @@ def test_ranges_and_shards_are_honoured(source_db, opts, expect):
     want = [i for i in ids if expect(i)]
     assert src.expected == len(want)
     with BeamTestPipeline(runner=FnApiRunner()) as p:
-        assert_that(p | src.transform() | beam.Map(lambda d: d.app_id), equal_to(want))
+        assert_that((p | src.read()).docs | beam.Map(lambda d: d.app_id), equal_to(want))
 
 
 def test_limit_takes_the_lowest_app_ids(source_db):
@@ -70,7 +70,7 @@ def test_limit_takes_the_lowest_app_ids(source_db):
                       ReadOptions(partitions=5, limit=25, resume=False))
     assert src.expected == 25
     with BeamTestPipeline(runner=FnApiRunner()) as p:
-        assert_that(p | src.transform() | beam.Map(lambda d: d.app_id), equal_to(sorted(ids)[:25]))
+        assert_that((p | src.read()).docs | beam.Map(lambda d: d.app_id), equal_to(sorted(ids)[:25]))
 
 
 def test_missing_source_table_is_a_clear_error(source_db):
@@ -88,7 +88,7 @@ def test_file_source_reads_folders_and_globs(tmp_path):
     src = FileSource(str(tmp_path), limit=2)
     assert src.expected == 2
     with BeamTestPipeline(runner=FnApiRunner()) as p:
-        assert_that(p | src.transform() | beam.Map(lambda d: (d.source, d.xml)),
+        assert_that((p | src.read()).docs | beam.Map(lambda d: (d.source, d.xml)),
                     equal_to([('d0.xml', b'<a n="0"/>'), ('d1.xml', b'<a n="1"/>')]))
     assert src.fetcher()('d1.xml') == b'<a n="1"/>'
     with pytest.raises(SourceError, match='no .xml files'):
@@ -105,7 +105,7 @@ def test_chunks_cover_the_source_once_in_bounded_runs(source_db, chunk_docs):
     assert all(c.expected <= chunk_docs for c in chunks)
     for c in chunks[:4] + chunks[-2:]:   # reading every 1-doc chunk would take long; ranges are checked below
         with BeamTestPipeline(runner=FnApiRunner()) as p:
-            assert_that(p | c.transform() | beam.Map(lambda d: d.app_id),
+            assert_that((p | c.read()).docs | beam.Map(lambda d: d.app_id),
                         equal_to([i for i in ids if c.partitions[0].lo < i <= c.partitions[-1].hi]))
     bounds = [(c.partitions[0].lo, c.partitions[-1].hi) for c in chunks]
     assert bounds[0][0] < min(ids) and bounds[-1][1] == max(ids)
@@ -153,4 +153,4 @@ def test_keyset_pages_never_skip_rows_of_a_repeated_app_id(tmp_path, fetch_size)
     src = TableSource(TableSpec(url=f'sqlite:///{path}', table='app_xml', column='xml', schema=None),
                       ReadOptions(partitions=2, fetch_size=fetch_size, resume=False))
     with BeamTestPipeline(runner=FnApiRunner()) as p:
-        assert_that(p | src.transform() | beam.Map(lambda d: (d.app_id, d.xml)), equal_to(rows))
+        assert_that((p | src.read()).docs | beam.Map(lambda d: (d.app_id, d.xml)), equal_to(rows))

@@ -82,22 +82,29 @@ class ParseSpec(NamedTuple):
 
 
 class ParsedDoc:
-    """A parsed document. Fused stages pass it in memory; pickling re-serialises to the XML bytes."""
-    __slots__ = ('source', 'app_id', 'root', 'xml', 'original')
+    """A parsed document. Fused stages (parse and map always fuse on the runners measured) pass it in memory. When
+    an engine does put a stage boundary here, it pickles to the bytes its tree was built from (`head`: in partial
+    mode only the part up to the stop element, closed), so the other side re-parses only that part of a document
+    already known to be well-formed: cheap and deterministic."""
+    __slots__ = ('source', 'app_id', 'root', 'xml', 'original', 'content_hash', 'head')
 
-    def __init__(self, source, app_id, root, xml, original=None):
+    def __init__(self, source, app_id, root, xml, original=None, content_hash=None, head=None):
         self.source, self.app_id, self.root, self.xml = source, app_id, root, xml
         self.original = original    # the payload as read, when validation rewrote it (for the dead letter)
+        self.content_hash = content_hash
+        self.head = head            # the bytes `root` was parsed from (None: all of `xml`)
 
     def __reduce__(self):
-        return (_unpickle_parsed, (self.source, self.app_id, self.xml, self.original))
+        return (_unpickle_parsed, (self.source, self.app_id, self.xml, self.original, self.content_hash,
+                                   self.head))
 
     def __repr__(self):
         return f'ParsedDoc(source={self.source!r}, app_id={self.app_id!r})'
 
 
-def _unpickle_parsed(source, app_id, xml, original=None):
-    return ParsedDoc(source, app_id, etree.fromstring(xml, hardened_parser()), xml, original)
+def _unpickle_parsed(source, app_id, xml, original=None, content_hash=None, head=None):
+    root = etree.fromstring(head if head is not None else xml, hardened_parser())
+    return ParsedDoc(source, app_id, root, xml, original, content_hash, head)
 
 
 def _rel_steps(path):
@@ -149,8 +156,8 @@ def _tail_needs_tree(data, at, steps):
 
 
 def _partial_parse(data, stop_path, clock=None):
-    """The tree of the bytes up to the end of the first element at `stop_path`, or None when the whole document
-    must be a tree: the element is absent (or never closed by a plain end tag), or the rest of the document holds
+    """(the tree of the bytes up to the end of the first element at `stop_path`, those bytes closed), or
+    (None, None) when the whole document must be a tree: the element is absent (or never closed by a plain end tag), or the rest of the document holds
     an element that could carry data the contract reads. The document has been checked well-formed."""
     steps = _rel_steps(stop_path)
     tag = steps[-1]
@@ -172,12 +179,14 @@ def _partial_parse(data, stop_path, clock=None):
                 node = node.getparent()
             if anc[::-1] == steps:
                 if _tail_needs_tree(data, pos, steps):
-                    return None
+                    return None, None
                 root = el
                 while root.getparent() is not None:
                     root = root.getparent()
-                return root
-    return None
+                # the head closed: the end tags of the stop element's open ancestors, innermost first
+                closers = ''.join(f'</{t}>' for t in reversed(steps[:-1])).encode('utf-8')
+                return root, data[:pos] + closers
+    return None, None
 
 
 def _find(root, path):
@@ -242,9 +251,9 @@ def parse_document(doc: Doc, spec: ParseSpec) -> ParsedDoc:
     clock = _Clock(budget)
     try:
         _check_wellformed(data, clock, spec.max_depth)
-        root = None
+        root = head = None
         if spec.mode == 'partial' and spec.stop_after_path:
-            root = _partial_parse(data, spec.stop_after_path, clock)
+            root, head = _partial_parse(data, spec.stop_after_path, clock)
         if root is None:
             root = _full_parse(data, clock)
     except etree.XMLSyntaxError as e:
@@ -273,7 +282,7 @@ def parse_document(doc: Doc, spec: ParseSpec) -> ParsedDoc:
                                            f'the contract expects <{steps[-1]}>', app_id=app_id)
         raise StageError('validation', f'missing required application element {spec.application_path}',
                          app_id=app_id)
-    return ParsedDoc(doc.source, app_id, root, data, doc.original)
+    return ParsedDoc(doc.source, app_id, root, data, doc.original, doc.content_hash, head)
 
 
 class ParseFn(beam.DoFn):

@@ -51,7 +51,8 @@ def dead_letter(doc: Doc, stage, reason, app_id=None):
         source=doc.source, app_id=clean_app_id(app_id if app_id is not None else doc.app_id),
         stage=stage, reason=reason,
         payload=payload_text(doc.original if getattr(doc, 'original', None) is not None else doc.xml,
-                             MAX_DEAD_LETTER_PAYLOAD)))
+                             MAX_DEAD_LETTER_PAYLOAD),
+        content_hash=getattr(doc, 'content_hash', None)))
 
 
 def run_stage(stage, call, doc, failed_counter, app_id=None):

@@ -8,7 +8,7 @@ from typing import List
 
 import apache_beam as beam
 
-from transforms.io.sources import SourceError
+from transforms.io.sources import SourceError, resumed
 from transforms.records import Doc
 
 log = logging.getLogger(__name__)
@@ -47,35 +47,49 @@ class ReadFileFn(beam.DoFn):
 
 
 class ReadFiles(beam.PTransform):
-    def __init__(self, paths, root):
+    """PBegin -> ReadResult(docs, skipped): the files spread over the workers, each read as one document;
+    with `resume` (target url, schema, dialect) the ones migrated as they are now are skipped."""
+
+    def __init__(self, paths, root, resume=None):
         super().__init__()
-        self.paths, self.root = paths, root
+        self.paths, self.root, self.resume = paths, root, resume
 
     def expand(self, pbegin):
-        return (pbegin
+        docs = (pbegin
                 | 'Paths' >> beam.Create(self.paths)
                 | 'Spread' >> beam.Reshuffle()
                 | 'ReadFile' >> beam.ParDo(ReadFileFn(self.root)))
+        return resumed(docs, self.resume)
 
 
 class FileSource:
     kind = 'files'
 
-    def __init__(self, pattern, limit=None, chunk_docs=None, _paths=None, _root=None):
+    def __init__(self, pattern, limit=None, chunk_docs=None, _paths=None, _root=None, resume=None):
         self.pattern = pattern
         self.paths = _paths if _paths is not None else list_xml_files(pattern)
         if limit is not None:
             self.paths = self.paths[:limit]
         self.root = _root if _root is not None else _common_root(self.paths)
         self.chunk_docs = chunk_docs
+        self.resume = resume          # (target url, schema, dialect): skip documents done in this version
         if not self.paths:
             raise SourceError(f'no .xml files found at {pattern!r}')
+
+    def only(self, sources):
+        """This source restricted to the documents whose source reference is in `sources` (--only-failed)."""
+        want = set(sources)
+        paths = [p for p in self.paths if (os.path.relpath(p, self.root) if self.root else p) in want]
+        if not paths:
+            raise SourceError('--only-failed: no file of the source is failed in the dead_letter table')
+        return FileSource(self.pattern, chunk_docs=self.chunk_docs, _paths=paths, _root=self.root,
+                          resume=self.resume)
 
     def chunks(self):
         n = self.chunk_docs
         if not n or len(self.paths) <= n:
             return [self]
-        return [FileSource(self.pattern, _paths=self.paths[i:i + n], _root=self.root)
+        return [FileSource(self.pattern, _paths=self.paths[i:i + n], _root=self.root, resume=self.resume)
                 for i in range(0, len(self.paths), n)]
 
     def fetcher(self):
@@ -85,8 +99,8 @@ class FileSource:
     def expected(self):
         return len(self.paths)
 
-    def transform(self):
-        return ReadFiles(self.paths, self.root)
+    def read(self):
+        return ReadFiles(self.paths, self.root, self.resume)
 
     def describe(self):
         return f'{len(self.paths)} files under {self.root or "."}'

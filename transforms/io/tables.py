@@ -9,12 +9,12 @@
   hash changed, have their XML read.
 """
 import logging
-from typing import List, NamedTuple, Optional
+from typing import List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 
-from transforms.io.sources import ReadOptions, SourceError
-from transforms.records import Doc
+from transforms.io.sources import ReadOptions, ReadResult, SourceError
+from transforms.records import SKIPPED_TAG, Doc
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +52,16 @@ def _connect(url, dialect=None):
     return target, target.connect()
 
 
+class IdList(NamedTuple):
+    """A partition given as app_ids (--app-ids, --only-failed): read with `app_id IN (...)`, no range scan."""
+    ids: Tuple[int, ...]
+
+
 class _Query:
-    """SQL for one table source in one dialect."""
+    """SQL for one table source in one dialect (paging and id conditions are the dialect's)."""
 
     def __init__(self, spec: TableSpec, dialect, opts: ReadOptions):
-        self.dialect = dialect.name
+        self.d = dialect
         try:
             self.t = dialect.qualify(spec.table, spec.schema)
             self.id = dialect.quote(spec.id_column)
@@ -66,7 +71,7 @@ class _Query:
         self.hash = dialect.content_hash_sql(self.col)
         # Rows with a NULL xml are read (and dead-lettered by validation: 'xml is NULL'), never skipped silently.
         # SQLite columns may hold non-integer app_ids: the keyset reads take the integers, `misfits()` the rest.
-        where = [f"typeof({self.id}) = 'integer'" if self.dialect == 'sqlite' else f'{self.id} IS NOT NULL']
+        where = [dialect.integer_ids(self.id)]
         params = []
         if opts.app_id_start is not None:
             where.append(f'{self.id} >= ?'); params.append(opts.app_id_start)
@@ -76,10 +81,13 @@ class _Query:
             where.append(f'{self.id} % ? = ?'); params += [opts.shard_count, opts.shard_index]
         self.where, self.params = where, params
 
-    def misfits(self):
+    @property
+    def has_misfits(self):
+        return self.d.misfit_ids is not None
+
+    def misfits(self, cols=None):
         """SQLite only: the rows whose app_id is not an integer (text, real, blob or NULL)."""
-        return (f"SELECT {self.id}, {self.hash}, {self.col} FROM {self.t} WHERE typeof({self.id}) <> 'integer'",
-                [])
+        return (f"SELECT {cols or self._cols(True)} FROM {self.t} WHERE {self.d.misfit_ids(self.id)}", [])
 
     def bounds(self):
         return (f'SELECT MIN({self.id}), MAX({self.id}), COUNT(*) FROM {self.t} WHERE ' + ' AND '.join(self.where),
@@ -87,22 +95,15 @@ class _Query:
 
     def nth_id(self, n):
         """The app_id of the n-th row (1-based) in app_id order: the inclusive end for --limit."""
-        w = ' AND '.join(self.where)
-        if self.dialect == 'mssql':
-            return (f'SELECT {self.id} FROM {self.t} WHERE {w} ORDER BY {self.id} '
-                    f'OFFSET ? ROWS FETCH NEXT 1 ROWS ONLY', list(self.params) + [n - 1])
-        return f'SELECT {self.id} FROM {self.t} WHERE {w} ORDER BY {self.id} LIMIT 1 OFFSET ?', \
-            list(self.params) + [n - 1]
+        return (self.d.select_rows(self.id, self.t, ' AND '.join(self.where), self.id, limit=1, offset=True),
+                list(self.params) + [n - 1])
 
     def nth_after(self, after, hi, n):
         """The app_id n rows (1-based) after `after`, within `hi`: a chunk boundary found by keyset, not OFFSET
         from the start."""
         w = ' AND '.join(self.where + [f'{self.id} > ?', f'{self.id} <= ?'])
-        params = list(self.params) + [after, hi]
-        if self.dialect == 'mssql':
-            return (f'SELECT {self.id} FROM {self.t} WHERE {w} ORDER BY {self.id} '
-                    f'OFFSET ? ROWS FETCH NEXT 1 ROWS ONLY', params + [n - 1])
-        return f'SELECT {self.id} FROM {self.t} WHERE {w} ORDER BY {self.id} LIMIT 1 OFFSET ?', params + [n - 1]
+        return self.d.select_rows(self.id, self.t, w, self.id, limit=1, offset=True), \
+            list(self.params) + [after, hi, n - 1]
 
     def _cols(self, xml):
         return f'{self.id}, {self.hash}, {self.col}' if xml else self.id
@@ -116,11 +117,7 @@ class _Query:
         """One keyset page: (app_id, content hash, xml) rows; with xml=False only the app_ids (resume asks the
         ledger first, then reads hashes / XML of just the documents that need them)."""
         w = ' AND '.join(self.where + [f'{self.id} > ?', f'{self.id} <= ?'])
-        params = list(self.params) + [after, hi]
-        if self.dialect == 'mssql':
-            return (f'SELECT TOP ({int(size)}) {self._cols(xml)} FROM {self.t} WHERE {w} ORDER BY {self.id}',
-                    params)
-        return f'SELECT {self._cols(xml)} FROM {self.t} WHERE {w} ORDER BY {self.id} LIMIT {int(size)}', params
+        return self.d.select_rows(self._cols(xml), self.t, w, self.id, limit=size), list(self.params) + [after, hi]
 
     def _in(self, cols, app_ids):
         w = ' AND '.join(self.where + [f'{self.id} IN ({", ".join("?" * len(app_ids))})'])
@@ -130,14 +127,40 @@ class _Query:
         """(app_id, content hash) of the rows of `app_ids`: computed by the server, the XML does not travel."""
         return self._in(f'{self.id}, {self.hash}', app_ids)
 
-    def fetch(self, app_ids):
-        """(app_id, content hash, xml) of the rows of `app_ids` (one page's documents that resume does not skip)."""
-        return self._in(self._cols(True), app_ids)
+    def fetch(self, app_ids, xml=True):
+        """(app_id, content hash, xml) of the rows of `app_ids` (one page's documents that resume does not skip);
+        with xml=False only their app_ids."""
+        return self._in(self._cols(xml), app_ids)
+
+
+def _plan_ids(cur, q, opts, chunk_docs):
+    """--app-ids / --only-failed: the listed app_ids that are in the source (within its range and shard), in
+    IdList partitions of fetch_size ids, and chunks of at most chunk_docs of them."""
+    ids = sorted(opts.app_ids)
+    present = []
+    for i in range(0, len(ids), 500):
+        cur.execute(*q.fetch(ids[i:i + 500], xml=False))
+        present.extend(int(r[0]) for r in cur.fetchall())
+    present = sorted(set(present))
+    missing = len(set(ids)) - len(present)
+    if opts.limit is not None:
+        present = present[:opts.limit]
+    if missing:
+        log.warning('%d of the %d app_ids asked for are not in the source (or not in its range / shard)', missing,
+                    len(set(ids)))
+    size = max(1, opts.fetch_size)
+    per = chunk_docs or len(present) or 1
+    chunks = []
+    for c in range(0, len(present), per):
+        group = present[c:c + per]
+        chunks.append(([IdList(tuple(group[i:i + size])) for i in range(0, len(group), size)], len(group)))
+    return chunks or [([], 0)]
 
 
 def plan_partitions(spec: TableSpec, opts: ReadOptions, chunk_docs=None):
-    """At launch: check the source is readable and split its app_id range. Returns (partitions, row_count,
-    chunks), chunks being (after, hi, rows) app_id ranges of at most `chunk_docs` rows each."""
+    """At launch: check the source is readable and plan its reads. Returns (partitions, row_count, chunks):
+    the app_id range split into partitions, and `chunks`, the (partitions, rows) of successive runs of at most
+    `chunk_docs` rows each (keyset boundaries). With `opts.app_ids` the partitions are lists of those ids."""
     try:
         target, conn = _connect(spec.url, spec.dialect)
     except Exception as e:
@@ -151,15 +174,18 @@ def plan_partitions(spec: TableSpec, opts: ReadOptions, chunk_docs=None):
             raise SourceError(f'cannot read source table {spec.table!r} ({spec.column}, {spec.id_column}) '
                               f'in {target.display}: {_first_line(e)}') from None
         lo, hi, count = cur.fetchone()
+        if opts.app_ids is not None:
+            chunks = _plan_ids(cur, q, opts, chunk_docs)
+            return [p for parts, _ in chunks for p in parts], sum(n for _, n in chunks), chunks
         misfits = []
-        if target.dialect.name == 'sqlite' and opts.app_id_start is None and opts.app_id_end is None \
+        if q.has_misfits and opts.app_id_start is None and opts.app_id_end is None \
                 and not opts.shard_count and opts.limit is None:
-            cur.execute(q.misfits()[0].replace(f'{q.id}, {q.hash}, {q.col}', 'COUNT(*)', 1))
+            cur.execute(q.misfits('COUNT(*)')[0])
             n_misfits = int(cur.fetchone()[0])
             if n_misfits:
                 misfits, count = [MISFITS], int(count or 0) + n_misfits
         if lo is None:
-            return misfits, int(count or 0), ([(0, -1, count)] if misfits else [])
+            return misfits, int(count or 0), ([(misfits, count)] if misfits else [])
         lo, hi, count = int(lo), int(hi), int(count)
         if opts.limit is not None and opts.limit < count:
             cur.execute(*q.nth_id(opts.limit))
@@ -174,7 +200,9 @@ def plan_partitions(spec: TableSpec, opts: ReadOptions, chunk_docs=None):
                 chunks.append((after, int(row[0]), chunk_docs))
                 after = int(row[0])
         chunks.append((after, hi, count - (chunk_docs or 0) * len(chunks)))
-        return split_range(lo, hi, opts.partitions) + misfits, count, chunks
+        plans = [(split_range(a + 1, b, opts.partitions) + (misfits if i == 0 else []), n)
+                 for i, (a, b, n) in enumerate(chunks)]      # the misfits are read once, with the first chunk
+        return split_range(lo, hi, opts.partitions) + misfits, count, plans
     finally:
         conn.close()
 
@@ -218,9 +246,15 @@ class ReadPartitionFn(beam.DoFn):
         sql, params = sql_params
         return self.db.run(lambda cur: (cur.execute(sql, params), cur.fetchall())[1], commit=False)
 
-    def process(self, part: Partition):
+    def process(self, part):
         if self.db is None:
             self._open()
+        if isinstance(part, IdList):
+            keys_only = self.ledger is not None
+            for i in range(0, len(part.ids), self.max_params):
+                page = self._fetch(self.q.fetch(part.ids[i:i + self.max_params], xml=not keys_only))
+                yield from (self._resumed(page) if keys_only else self._docs(page))
+            return
         if part == MISFITS:
             # Non-integer app_ids: read so that validation dead-letters them ('source app_id is not an integer').
             for app_id, h, xml in self._fetch(self.q.misfits()):
@@ -269,7 +303,10 @@ class ReadPartitionFn(beam.DoFn):
                 hashes.setdefault(int(app_id), []).append(h)
             skip.update(a for a, hs in hashes.items() if all(h == done[a] for h in hs))
         todo = [a for a in rows if a not in skip]
-        self.skipped.inc(sum(rows[a] for a in rows if a in skip))
+        n_skipped = sum(rows[a] for a in rows if a in skip)
+        if n_skipped:
+            self.skipped.inc(n_skipped)
+            yield beam.pvalue.TaggedOutput(SKIPPED_TAG, n_skipped)
         for i in range(0, len(todo), self.max_params):
             yield from self._docs(self._fetch(self.q.fetch(todo[i:i + self.max_params])))
 
@@ -287,42 +324,66 @@ class ReadPartitionFn(beam.DoFn):
 
 
 class ReadTable(beam.PTransform):
+    """PBegin -> ReadResult(docs, skipped): the partitions, spread over the workers, each read by its own
+    connection; `skipped` holds counts of documents resume skipped."""
+
     def __init__(self, spec: TableSpec, opts: ReadOptions, partitions, resume_target=None, resume_schema=None):
         super().__init__()
         self.spec, self.opts, self.partitions = spec, opts, partitions
         self.resume_target, self.resume_schema = resume_target, resume_schema
 
     def expand(self, pbegin):
-        return (pbegin
-                | 'Partitions' >> beam.Create(self.partitions)
-                | 'Spread' >> beam.Reshuffle()
-                | 'ReadPartition' >> beam.ParDo(ReadPartitionFn(self.spec, self.opts, self.resume_target,
-                                                                self.resume_schema)))
-
-
-def fetch_from_table(spec: TableSpec, app_id):
-    """One document's XML read again by app_id (a failed document's payload for the dead letter), with the
-    transient-error retry of every connection a worker opens."""
-    from transforms.sql.targets import parse_target
-    target = parse_target(spec.url, dialect=spec.dialect)
-    q = _Query(spec, target.dialect, ReadOptions())
-    db = target.retrying(what=f'source {target.display}')
-    try:
-        def read(cur):
-            cur.execute(f'SELECT {q.col} FROM {q.t} WHERE {q.id} = ?', [app_id])
-            return cur.fetchone()
-        row = db.run(read, commit=False)
-        return None if row is None else row[0]
-    finally:
-        db.close()
+        res = (pbegin
+               | 'Partitions' >> beam.Create(self.partitions)
+               | 'Spread' >> beam.Reshuffle()
+               | 'ReadPartition' >> beam.ParDo(ReadPartitionFn(self.spec, self.opts, self.resume_target,
+                                                               self.resume_schema)).with_outputs(SKIPPED_TAG,
+                                                                                                 main='docs'))
+        return ReadResult(res.docs, res[SKIPPED_TAG])
 
 
 class _TableFetcher:
+    """Reads a document's XML again by its source reference (a failed document's payload for the dead letter).
+    One connection, opened at the first call and kept until `close()` (the caller's bundle ends), with the
+    transient-error retry of every connection a worker opens."""
+
     def __init__(self, spec):
         self.spec = spec
+        self.db = self.q = None
+
+    def __getstate__(self):
+        return {'spec': self.spec}
+
+    def __setstate__(self, state):
+        self.spec, self.db, self.q = state['spec'], None, None
 
     def __call__(self, source_ref):
-        return fetch_from_table(self.spec, int(source_ref.rsplit(':', 1)[1]))
+        if self.db is None:
+            from transforms.sql.targets import parse_target
+            target = parse_target(self.spec.url, dialect=self.spec.dialect)
+            self.q = _Query(self.spec, target.dialect, ReadOptions())
+            self.db = target.retrying(what=f'source {target.display}')
+        app_id = int(source_ref.rsplit(':', 1)[1])
+
+        def read(cur):
+            cur.execute(f'SELECT {self.q.col} FROM {self.q.t} WHERE {self.q.id} = ?', [app_id])
+            return cur.fetchone()
+        row = self.db.run(read, commit=False)
+        return None if row is None else row[0]
+
+    def close(self):
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+
+
+def fetch_from_table(spec: TableSpec, app_id):
+    """One document's XML read again by app_id."""
+    f = _TableFetcher(spec)
+    try:
+        return f(f'{spec.table}:{app_id}')
+    finally:
+        f.close()
 
 
 class TableSource:
@@ -338,18 +399,15 @@ class TableSource:
     def expected(self):
         return self.count
 
-    def transform(self):
+    def read(self):
         return ReadTable(self.spec, self.opts, self.partitions, self.resume_target, self.resume_schema)
 
     def chunks(self):
         """Sources for successive pipeline runs of at most chunk_docs documents each (bounded memory)."""
         if len(self._chunks) <= 1:
             return [self]
-        extra = [MISFITS] if MISFITS in self.partitions else []   # read once, with the first chunk
         return [TableSource(self.spec, self.opts, self.resume_target, self.resume_schema,
-                            _plan=(split_range(a + 1, b, self.opts.partitions) + (extra if i == 0 else []), n,
-                                   [(a, b, n)]))
-                for i, (a, b, n) in enumerate(self._chunks)]
+                            _plan=(parts, n, [(parts, n)])) for parts, n in self._chunks]
 
     def fetcher(self):
         return _TableFetcher(self.spec)

@@ -12,7 +12,8 @@ from transforms.sink.owned import _ids_sql
 from transforms.sink.writer import _norm
 from transforms.sql.dialects import get_dialect
 from transforms.sql.ledger import doc_key
-from transforms.sql.meta import TableMeta, introspect
+from transforms.sql.introspect import introspect
+from transforms.sql.meta import TableMeta
 from transforms.sql.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -93,9 +94,9 @@ def keyed_view(meta: TableMeta, columns: Sequence[str], key: Optional[str]) -> T
 
 
 def _outcome_and_hash(item):
-    """WriteLedger takes Outcomes or (Outcome, content_hash) pairs."""
+    """WriteLedger takes Outcomes (which carry their content hash) or (Outcome, content_hash) pairs."""
     if isinstance(item, Outcome):
-        return item, None
+        return item, getattr(item, 'content_hash', None)
     return item[0], item[1]
 
 

@@ -15,6 +15,9 @@ from transforms.sql.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
+CHANGED_TAG = 'changed'
+REPLACING = 'replacing'       # processing_log status while a re-migrated document's rows are replaced
+
 
 IDS = '{ids}'     # placeholder for the app_id parameter(s) in the owned-rows DELETE templates
 
@@ -88,22 +91,32 @@ class _ReplaceFn(_ConnPerBundleFn):
         d = get_dialect(self.target.dialect_name)
         self.templates = _owned_rows_templates(self.metas, self.tiers, d)
         self.ledger = d.qualify('processing_log', self.ledger_schema if d.supports_schema else None)
-        self.app_id, self.status = d.quote('app_id'), d.quote('status')
+        self.app_id, self.status, self.hash = d.quote('app_id'), d.quote('status'), d.quote('content_hash')
 
     def _known(self, w, ids):
-        """The app_ids of `ids` that have a processing_log success row."""
+        """{app_id: content hash recorded} of the app_ids of `ids` that have a processing_log success row."""
         def select(cur, part):
-            found = set()
+            found = {}
             for i in range(0, len(part), 500):
                 chunk = part[i:i + 500]
-                cur.execute(f'SELECT {self.app_id} FROM {self.ledger} WHERE {self.status} = ? '
+                cur.execute(f'SELECT {self.app_id}, {self.hash} FROM {self.ledger} WHERE {self.status} = ? '
                             f'AND {self.app_id} {_ids_sql(len(chunk))}', ['success'] + list(chunk))
-                found.update(_norm(r[0]) for r in cur.fetchall())
+                found.update((_norm(r[0]), r[1]) for r in cur.fetchall())
             return found
-        known = set()
+        known = {}
         for part, found, err in w.isolate(ids, select, commit=False, label='processing_log: '):
-            known.update(found if err is None else part)     # unknown: replace to be safe (a DELETE of nothing)
+            known.update(found if err is None else {a: None for a in part})   # unknown: replace to be safe
         return known
+
+    def _replace(self, cur, app_ids):
+        """In one transaction: the ledger rows say 'replacing' (a run that stops before the new rows are written
+        leaves the document to be migrated again, never skipped as done with its rows gone), then every row of
+        the documents is deleted, children first."""
+        for i in range(0, len(app_ids), 500):
+            chunk = list(app_ids[i:i + 500])
+            cur.execute(f'UPDATE {self.ledger} SET {self.status} = ? WHERE {self.app_id} {_ids_sql(len(chunk))}',
+                        [REPLACING] + chunk)
+        return _delete_owned(cur, self.templates, app_ids)
 
     def process(self, docs: List[MappedDoc]):
         if not self.templates:
@@ -117,8 +130,7 @@ class _ReplaceFn(_ConnPerBundleFn):
         known = self._known(w, ids)
         todo = [d for d in docs if _norm(d.app_id) in known]
         bad = set()
-        for part, n, err in w.isolate(todo, lambda cur, part: _delete_owned(cur, self.templates,
-                                                                             [_norm(d.app_id) for d in part]),
+        for part, n, err in w.isolate(todo, lambda cur, part: self._replace(cur, [_norm(d.app_id) for d in part]),
                                       label='replacing the rows written before: '):
             if err is None:
                 self.c_docs.inc(len(part))
@@ -130,8 +142,12 @@ class _ReplaceFn(_ConnPerBundleFn):
                 yield TaggedOutput(FAILED_TAG, (doc.app_id, doc.source,
                                                 f'its rows written before could not be replaced: {err}'))
         for doc in docs:
-            if id(doc) not in bad:
-                yield doc
+            if id(doc) in bad:
+                continue
+            before = known.get(_norm(doc.app_id))
+            if before and doc.content_hash and before != doc.content_hash:
+                yield TaggedOutput(CHANGED_TAG, _norm(doc.app_id))     # migrated before with another content
+            yield doc
 
 
 class _CompensateFn(_ConnPerBundleFn):

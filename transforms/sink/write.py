@@ -9,7 +9,7 @@ from apache_beam.pvalue import TaggedOutput
 
 from transforms.records import MappedDoc, Outcome, RowGroup
 from transforms.sink.bundle import FAILED_TAG, METRICS_NAMESPACE, _ConnPerBundleFn, _metas_by_name
-from transforms.sink.owned import _CompensateFn, _ReplaceFn
+from transforms.sink.owned import CHANGED_TAG, _CompensateFn, _ReplaceFn
 from transforms.sink.writer import SinkError, _norm
 from transforms.sql.meta import TableMeta
 from transforms.sql.retry import RetryPolicy
@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 
 
 class WriteBatchesFn(_ConnPerBundleFn):
-    """(table, Iterable[RowGroup]) -> ('ok', table, [app_ids], n_rows); tagged 'failed': (app_id, source, reason).
+    """((table, shard), Iterable[RowGroup]) -> ('ok', table, [app_ids], n_rows); tagged 'failed':
+    (app_id, source, reason).
     Side input (optional): app_ids that failed in earlier tiers; their rows are not written."""
 
     def __init__(self, target_url, metas: Dict[str, TableMeta], dialect=None, retry: RetryPolicy = RetryPolicy()):
@@ -39,7 +40,8 @@ class WriteBatchesFn(_ConnPerBundleFn):
         return self._skip
 
     def process(self, element, failed_before=None):
-        table, groups = element
+        key, groups = element
+        table = key[0] if isinstance(key, tuple) else key        # (table, shard)
         meta = self.metas.get(table)
         if meta is None:
             raise SinkError(f'no metadata for table {table!r}')
@@ -64,40 +66,44 @@ class WriteBatchesFn(_ConnPerBundleFn):
 
 
 class _ExplodeFn(beam.DoFn):
-    """MappedDoc -> (table, RowGroup) for the tables of one tier; docs that failed in an earlier tier (side
-    input: list of (app_id, source, reason)) are dropped."""
+    """MappedDoc -> ((table, shard), RowGroup) for the tables of one tier. Documents that failed in an earlier
+    tier (side inputs: lists of (app_id, source, reason), one per earlier tier) are dropped. The side inputs
+    are the barrier: this step starts only when every earlier tier has finished, and only failed ids cross it."""
 
-    def __init__(self, tables: Sequence[str]):
-        self.tables = tuple(tables)
+    def __init__(self, tables: Sequence[str], shards: int = 1):
+        self.tables, self.shards = tuple(tables), max(1, int(shards))
         self.c_skipped = Metrics.counter(METRICS_NAMESPACE, 'sink_docs_skipped_failed_earlier')
         self._src, self._skip = None, frozenset()
 
-    def process(self, doc: MappedDoc, failed_before=None):
+    def process(self, doc: MappedDoc, *failed_before):
         if failed_before:
-            if failed_before is not self._src:
+            if failed_before != self._src:
                 self._src = failed_before
-                self._skip = frozenset(_norm(f[0]) for f in failed_before)
-            if _norm(doc.app_id) in self._skip:
+                self._skip = frozenset(_norm(f[0]) for fb in failed_before for f in fb)
+            if self._skip and _norm(doc.app_id) in self._skip:
                 self.c_skipped.inc()
                 return
+        shard = _norm(doc.app_id) % self.shards if isinstance(_norm(doc.app_id), int) else 0
         for t in self.tables:
             rows = doc.rows.get(t)
             if rows:
-                yield (t, RowGroup(doc.app_id, doc.source, list(rows)))
+                yield ((t, shard), RowGroup(doc.app_id, doc.source, list(rows)))
 
 
 class WriteToSql(beam.PTransform):
     """PCollection[MappedDoc] -> PCollection[Outcome] (one per MappedDoc).
 
-    [replace: documents written before (a processing_log success row for the app_id) lose their old rows first, children
-    first, in one transaction per batch of documents] -> per FK tier: [barrier: CoGroupByKey(app_id) of the docs
-    still alive with the previous tier's failures: a tier starts only after the previous tier finished, and docs
-    that failed earlier are dropped] -> explode to (table, RowGroup) -> GroupIntoBatches(batch_size) ->
-    WriteBatchesFn. Outcomes: CoGroupByKey(app_id) of all docs with all failures (so after every tier)."""
+    [replace: documents written before (a processing_log success row for the app_id) lose their old rows first,
+    children first, in one transaction per batch of documents] -> per FK tier: explode to ((table, shard),
+    RowGroup), dropping the documents that failed in an earlier tier (side inputs of the earlier tiers' failures:
+    the barrier) -> GroupIntoBatches(batch_size), keyed by (table, shard) so that a table is written by up to
+    `shards` workers at a time -> WriteBatchesFn (one connection per bundle). Outcomes: CoGroupByKey(app_id) of
+    every document's summary with all failures; a document that failed after some tier had written it has those
+    rows removed again (compensation)."""
 
     def __init__(self, target_url: str, metas: Dict[str, TableMeta], tiers: Sequence[Sequence[str]],
                  batch_size: int = 500, dialect: Optional[str] = None, retry: RetryPolicy = RetryPolicy(),
-                 replace: bool = True, ledger_schema: Optional[str] = None):
+                 replace: bool = True, ledger_schema: Optional[str] = None, shards: int = 1):
         super().__init__()
         self.target_url = target_url
         self.metas = dict(metas)
@@ -106,6 +112,7 @@ class WriteToSql(beam.PTransform):
         self.dialect = dialect
         self.retry = retry
         self.replace = replace
+        self.shards = max(1, int(shards))
         self.ledger_schema = ledger_schema if ledger_schema is not None else next(
             (m.schema for m in self.metas.values()), None)
         missing = [t for tier in self.tiers for t in tier if t not in self.metas]
@@ -113,12 +120,11 @@ class WriteToSql(beam.PTransform):
             raise SinkError(f'WriteToSql: no table metadata for {", ".join(missing)}')
 
     def expand(self, docs):
-        kv_type = beam.typehints.Tuple[str, beam.typehints.Any]
+        key_type = beam.typehints.Tuple[beam.typehints.Tuple[str, int], beam.typehints.Any]
         failed = []
-        self.batch_results = []
         written = tuple(t for tier in self.tiers for t in tier)
         alive = docs
-        replace_failed = []
+        early_failed, changed = [], None
         if self.replace and self.tiers:
             # Re-migration replaces a document's rows: what its new version no longer maps to must go, and the
             # target must end as a fresh run of the new version would leave it (defaults, NULLs and all).
@@ -126,37 +132,31 @@ class WriteToSql(beam.PTransform):
                    | 'BatchForReplace' >> beam.BatchElements(min_batch_size=1, max_batch_size=self.batch_size)
                    | 'ReplaceEarlierRows' >> beam.ParDo(_ReplaceFn(
                        self.target_url, {t: self.metas[t] for t in written}, self.tiers, self.ledger_schema,
-                       self.dialect, self.retry)).with_outputs(FAILED_TAG, main='ok'))
+                       self.dialect, self.retry)).with_outputs(FAILED_TAG, CHANGED_TAG, main='ok'))
             alive = rep.ok
-            replace_failed.append(rep[FAILED_TAG])
+            early_failed.append(rep[FAILED_TAG])
+            changed = rep[CHANGED_TAG]
         for i, tier in enumerate(self.tiers):
-            if failed:
-                # barrier: a CoGroupByKey on app_id with the previous tier's failures. Its output exists only
-                # once that tier finished (incl. GroupIntoBatches' timer-flushed last batches), and it drops
-                # the docs that failed there. (Side inputs were tried: on the FnApiRunner a side input read
-                # by the ParDo after GroupIntoBatches loses the timer-flushed batches, and side inputs built
-                # from shared Flattens leave 'watermark-pending bundles' - measured, see the tests.)
-                alive = ({'doc': alive | f'KeyDocsTier{i}' >> beam.Map(lambda d: (_norm(d.app_id), d)),
-                          'failed': failed[-1] | f'KeyFailedTier{i}' >> beam.Map(lambda f: (_norm(f[0]), f))}
-                         | f'JoinTier{i}' >> beam.CoGroupByKey()
-                         | f'AliveTier{i}' >> beam.FlatMap(_alive_docs))
-            keyed = alive | f'ExplodeTier{i}' >> beam.ParDo(_ExplodeFn(tuple(tier))).with_output_types(kv_type)
+            before = [beam.pvalue.AsList(f) for f in early_failed + failed]
+            keyed = (alive | f'ExplodeTier{i}' >> beam.ParDo(_ExplodeFn(tuple(tier), self.shards), *before)
+                     .with_output_types(key_type))
             batches = keyed | f'BatchTier{i}' >> beam.GroupIntoBatches(self.batch_size)
             fn = WriteBatchesFn(self.target_url, {t: self.metas[t] for t in tier}, self.dialect, self.retry)
             res = batches | f'WriteTier{i}' >> beam.ParDo(fn).with_outputs(FAILED_TAG, main='ok')
-            self.batch_results.append(res.ok)
             failed.append(res[FAILED_TAG])
-        summary = docs | 'KeyDocs' >> beam.Map(
-            lambda d: (_norm(d.app_id), (d.source, d.app_id, sum(len(d.rows.get(t) or ()) for t in written),
-                                         tuple(d.warnings or ()))))
-        failures = replace_failed + failed
+        summary = docs | 'KeyDocs' >> beam.Map(_doc_summary, written)
+        failures = early_failed + failed
+        joined = {'doc': summary}
+        if failures:
+            all_failed = failures[0] if len(failures) == 1 else tuple(failures) | 'AllFailures' >> beam.Flatten()
+            joined['failed'] = all_failed | 'KeyFailed' >> beam.Map(lambda f: (_norm(f[0]), f))
+        if changed is not None:
+            joined['changed'] = changed | 'KeyChanged' >> beam.Map(lambda a: (a, True))
+        if len(joined) == 1:
+            return summary | 'Outcomes' >> beam.Map(lambda kv: _outcome(kv[1], None, False))
+        outcomes = joined | 'JoinOutcomes' >> beam.CoGroupByKey() | 'Outcomes' >> beam.FlatMap(_outcomes)
         if not failures:
-            return summary | 'Outcomes' >> beam.Map(lambda kv: Outcome(kv[1][0], kv[1][1], 'success', None, None,
-                                                                        kv[1][2], kv[1][3]))
-        all_failed = (failures[0] if len(failures) == 1 else tuple(failures) | 'AllFailures' >> beam.Flatten())
-        outcomes = ({'doc': summary, 'failed': all_failed | 'KeyFailed' >> beam.Map(lambda f: (_norm(f[0]), f))}
-                    | 'JoinOutcomes' >> beam.CoGroupByKey()
-                    | 'Outcomes' >> beam.FlatMap(_outcomes))
+            return outcomes
         # A document that failed in a later tier may have rows committed in earlier ones: remove them, so that a
         # dead-lettered document leaves nothing half-written behind. The failed outcomes pass through.
         failed_docs = outcomes | 'SinkFailed' >> beam.Filter(lambda o: o.status != 'success')
@@ -165,6 +165,20 @@ class WriteToSql(beam.PTransform):
             _CompensateFn(self.target_url, {t: self.metas[t] for t in written}, self.tiers, self.dialect,
                           self.retry))
         return (ok_docs, cleaned) | 'FinalOutcomes' >> beam.Flatten()
+
+
+def _doc_summary(d: MappedDoc, written):
+    """(app_id, what the outcome of the document needs): small, the rows stay behind."""
+    tables = tuple((t, len(d.rows[t])) for t in written if d.rows.get(t))
+    return _norm(d.app_id), (d.source, d.app_id, tables, tuple(d.warnings or ()), d.content_hash)
+
+
+def _outcome(doc, failure, changed):
+    source, app_id, tables, warnings, content_hash = doc
+    if failure is None:
+        return Outcome(source, app_id, 'success', None, None, sum(n for _, n in tables), warnings,
+                       content_hash, changed, tables)
+    return Outcome(source, app_id, 'failed', 'sink', failure[2], 0, warnings, content_hash, False)
 
 
 def _failure_for(source, failures):
@@ -176,20 +190,9 @@ def _failure_for(source, failures):
     return None
 
 
-def _alive_docs(kv):
-    _, groups = kv
-    failures = list(groups['failed'])
-    for d in groups['doc']:
-        if not failures or _failure_for(d.source, failures) is None:
-            yield d
-
-
 def _outcomes(kv):
     _, groups = kv
-    failures = list(groups['failed'])
-    for source, app_id, n, warnings in groups['doc']:
-        f = _failure_for(source, failures) if failures else None
-        if f is None:
-            yield Outcome(source, app_id, 'success', None, None, n, warnings)
-        else:
-            yield Outcome(source, app_id, 'failed', 'sink', f[2], 0, warnings)
+    failures = list(groups.get('failed', ()))
+    changed = bool(list(groups.get('changed', ())))
+    for doc in groups['doc']:
+        yield _outcome(doc, _failure_for(doc[0], failures) if failures else None, changed)
