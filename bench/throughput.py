@@ -362,7 +362,8 @@ def parse_limit(c, workers, mode, stop=None):
 def _nobeam_init(state):
     _init_worker(state)
     from contracts import compile_contract, load_contract
-    from transforms.sql.meta import fk_tiers, introspect
+    from transforms.sql.introspect import introspect
+    from transforms.sql.meta import fk_tiers
     from transforms.sql.plan import target_schema
     from transforms.sql.targets import parse_target
     from transforms.parse import ParseSpec

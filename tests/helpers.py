@@ -3,7 +3,7 @@ import re
 
 # The one line every run ends with (pipeline/summary.py: Summary.line).
 SUMMARY = re.compile(r'^SUMMARY read=(\d+) written=(\d+) dead_lettered=(\d+) rows=(\d+) docs_per_min=([\d.]+) '
-                     r'changed=(\d+)$', re.M)
+                     r'skipped=(\d+) changed=(\d+) warnings=(\d+)$', re.M)
 
 # The tables contracts/samples/credit_app.json writes.
 SAMPLE_TABLES = ['app_base', 'app_contact_base', 'app_pricing_cc', 'app_contact_address', 'app_contact_employment',
@@ -14,7 +14,7 @@ def changed_count(out):
     """changed= of a run's SUMMARY line."""
     m = SUMMARY.search(out)
     assert m, f'no SUMMARY line in output: {out[-2000:]}'
-    return int(m.group(6))
+    return int(m.group(7))
 
 
 def summary_counts(out):

@@ -209,7 +209,7 @@ def hostile_cases(port):
     # The duplicate: the kept one sorts first ('dup_a' < 'dup_b').
     a, x = nxt()
     written('dup_a.xml', x)
-    dead('dup_b.xml', x, 'validation', f'duplicate app_id in this run (app_id {a}, kept dup_a.xml)')
+    dead('dup_b.xml', x, 'dedupe', f'duplicate app_id in this run (app_id {a}, kept dup_a.xml)')
     return cases
 
 

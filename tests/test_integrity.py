@@ -17,6 +17,7 @@ import subprocess
 import sys
 import uuid
 
+import apache_beam as beam
 import pytest
 
 from helpers import SAMPLE_TABLES, changed_count, summary_counts
@@ -124,12 +125,14 @@ def pipeline(*args, timeout=600):
                           timeout=timeout)
 
 
-def run(target, source, *extra, create=True):
-    args = ['run', '--contract', target.contract, '--source', source, '--target', target.url, *extra]
+def run(target, source, *extra, create=True, expect=0):
+    # these corpora are bad on purpose: the dead-letter-rate guard is tested in test_exit_status
+    args = ['run', '--contract', target.contract, '--source', source, '--target', target.url,
+            '--max-dead-letter-rate', '1', *extra]
     if create:
         args += ['--tables', 'credit_app_tables', '--create-tables']
     p = pipeline(*args)
-    assert p.returncode == 0, (p.returncode, p.stdout[-1000:], p.stderr[-3000:])
+    assert p.returncode == expect, (p.returncode, p.stdout[-1000:], p.stderr[-3000:])
     read, written, dead, rows = summary_counts(p.stdout)        # balanced, or it fails here
     return dict(read=read, written=written, dead=dead, rows=rows, changed=changed_count(p.stdout)), p
 
@@ -187,7 +190,8 @@ def test_poison_con_id_is_dead_lettered_and_every_other_document_is_written(tmp_
     assert not any(str(a) in repr(got['app_base']) for a in bad)      # nothing half-written
 
     # A re-run converges: it retries the failed documents, fails them again, and changes nothing else.
-    s2, _ = run(target, source, '--batch-size', '8')
+    # Every document it read failed, so it exits 4 (it wrote nothing), with the counts balanced.
+    s2, _ = run(target, source, '--batch-size', '8', expect=4)
     assert (s2['read'], s2['written'], s2['dead']) == (s['dead'], 0, s['dead'])
     assert target.tables() == got
     assert {r[0]: r[1] for r in target.rows(f'SELECT app_id, attempts FROM {target.t("dead_letter")}')
@@ -254,7 +258,7 @@ def test_changed_documents_replace_their_rows(tmp_path, targets, kind, source_ki
     assert s2['changed'] == 4 and json.load(open(tmp_path / 's2.json'))['changed'] == 4
     if resume:      # only the changed documents were read (for a table source: only their XML was fetched)
         assert (s2['read'], s2['written']) == (4, 4)
-        assert json.load(open(tmp_path / 's2.json'))['skipped_already_done'] == 26
+        assert json.load(open(tmp_path / 's2.json'))['skipped'] == 26
     else:
         assert (s2['read'], s2['written']) == (30, 30)
     assert target.tables() == want, edits
@@ -273,7 +277,8 @@ def test_failing_documents_keep_one_dead_letter_row_with_attempts(tmp_path, targ
     write_xml_folder(str(folder), 60, seed=21, broken_fraction=0.15)
     target = targets(kind, 'attempts')
     for i in range(3):
-        s, _ = run(target, str(folder), '--session-id', f'run-{i}', create=(i == 0))
+        # re-runs read only the failed documents, which fail again: nothing written, exit 4
+        s, _ = run(target, str(folder), '--session-id', f'run-{i}', create=(i == 0), expect=0 if i == 0 else 4)
     dead = target.rows(f'SELECT source, attempts, session_id, created_at, last_seen_at, doc_key '
                        f'FROM {target.t("dead_letter")}')
     assert len(dead) == s['dead'] >= 3 and len({d[0] for d in dead}) == len(dead)
@@ -346,7 +351,8 @@ V1_TABLES = {'tables': {
 
 def create_v1_target(target):
     """The contract's tables as now, processing_log and dead_letter as the previous version created them."""
-    from transforms.sql.ddl import create_table_sql, create_tables
+    from transforms.sql.ddl import create_table_sql
+    from transforms.sql.upgrade import create_tables
     from transforms.sql.meta import load_table_spec
     from transforms.sql.targets import parse_target
     t = parse_target(target.url)
@@ -396,7 +402,7 @@ def test_targets_of_the_previous_version_are_refused_then_upgraded(tmp_path, tar
     s, p = run(target, source, '--summary-json', str(tmp_path / 's.json'))     # --create-tables upgrades
     assert 'upgraded processing_log' in p.stderr and 'upgraded dead_letter' in p.stderr
     # legacy: a success without content hash is trusted as done (no way to tell whether it changed)
-    assert json.load(open(tmp_path / 's.json'))['skipped_already_done'] == 1 and s['read'] == 29
+    assert json.load(open(tmp_path / 's.json'))['skipped'] == 1 and s['read'] == 29
     log = target.rows(f'SELECT app_id, status, content_hash FROM {pl}')
     assert len(log) == len({r[0] for r in log}) == 30
     assert all(r[2] for r in log if r[0] != legacy)
@@ -412,7 +418,7 @@ def test_targets_of_the_previous_version_are_refused_then_upgraded(tmp_path, tar
 def test_resume_reads_the_xml_only_of_documents_not_done(tmp_path, monkeypatch):
     """A table source with resume pages app_ids, asks the ledger, has the source compute the hashes of the done
     ones, and reads the XML only of the documents that are new, failed or changed."""
-    from transforms.sql.ddl import create_tables
+    from transforms.sql.upgrade import create_tables
     from transforms.sql.targets import parse_target, sha256_hex
     from transforms.io.sources import ReadOptions
     from transforms.io.tables import Partition, ReadPartitionFn, TableSpec, _Query
@@ -433,7 +439,9 @@ def test_resume_reads_the_xml_only_of_documents_not_done(tmp_path, monkeypatch):
     monkeypatch.setattr(_Query, 'fetch', lambda self, app_ids: (fetched.extend(app_ids), fetch(self, app_ids))[1])
     fn = ReadPartitionFn(TableSpec(url, 'app_xml', 'xml', None), ReadOptions(fetch_size=6), resume_target=target)
     fn.start_bundle()
-    out = list(fn.process(Partition(ids[0] - 1, ids[-1])))
+    got = list(fn.process(Partition(ids[0] - 1, ids[-1])))
     fn.finish_bundle()
+    out = [d for d in got if not isinstance(d, beam.pvalue.TaggedOutput)]
+    assert sum(t.value for t in got if isinstance(t, beam.pvalue.TaggedOutput)) == 11     # skipped: 10 + legacy
     assert sorted(fetched) == [d.app_id for d in out] == ids[10:12] + ids[13:]
     assert all(d.content_hash == sha256_hex(docs[d.app_id]) and d.xml == docs[d.app_id] for d in out)
