@@ -75,8 +75,27 @@ def test_limit_takes_the_lowest_app_ids(source_db):
 
 def test_missing_source_table_is_a_clear_error(source_db):
     path, _ = source_db
-    with pytest.raises(SourceError, match="cannot read source table 'nope'"):
+    with pytest.raises(SourceError, match="source table 'nope' not found"):
         TableSource(TableSpec(url=f'sqlite:///{path}', table='nope', column='xml', schema=None), ReadOptions())
+
+
+@pytest.mark.parametrize('column, id_column, what', [('app_XML', 'app_id', "no XML column 'app_XML'"),
+                                                      ('xml', 'request_id', "no id column 'request_id'")])
+def test_a_source_column_that_does_not_exist_is_a_clear_error(tmp_path, column, id_column, what):
+    """Before: SQLite reads a double-quoted name that is no column as a string literal, so a wrong column (the CC
+    contract says app_XML) read the text 'app_XML' as every document and dead-lettered all of them as 'not XML'."""
+    path = str(tmp_path / 'nopk.db')
+    conn = sqlite3.connect(path)
+    conn.execute('CREATE TABLE app_xml (app_id INTEGER, xml TEXT)')         # no primary key, like many staging tables
+    conn.execute("INSERT INTO app_xml VALUES (1, '<Provenir/>')")
+    conn.commit()
+    conn.close()
+    with pytest.raises(SourceError, match=what + r".*its columns: app_id, xml"):
+        TableSource(TableSpec(url=f'sqlite:///{path}', table='app_xml', column=column, schema=None,
+                              id_column=id_column), ReadOptions())
+    # a column named in another case is the same column for SQLite (and SQL Server), as in their SQL
+    src = TableSource(TableSpec(url=f'sqlite:///{path}', table='app_xml', column='XML', schema=None), ReadOptions())
+    assert src.expected == 1
 
 
 def test_file_source_reads_folders_and_globs(tmp_path):

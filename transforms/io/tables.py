@@ -167,6 +167,7 @@ def plan_partitions(spec: TableSpec, opts: ReadOptions, chunk_docs=None):
         raise SourceError(f'cannot open the source: {e}') from None
     try:
         q = _Query(spec, target.dialect, opts)
+        _check_source_columns(conn, target, spec)
         cur = conn.cursor()
         try:
             cur.execute(*q.bounds())
@@ -205,6 +206,27 @@ def plan_partitions(spec: TableSpec, opts: ReadOptions, chunk_docs=None):
         return split_range(lo, hi, opts.partitions) + misfits, count, plans
     finally:
         conn.close()
+
+
+def _check_source_columns(conn, target, spec: TableSpec):
+    """The source table and its XML and id columns must exist. SQLite reads a double-quoted name that is no column
+    as a string literal: without this check a wrong --source-column would read that name as every document's
+    text (each one dead-lettered as 'not XML') instead of stopping with one clear line."""
+    d = target.dialect
+    try:
+        meta = d.introspect_table(conn, spec.schema, spec.table)
+    except Exception:
+        return          # the bounds query below reports an unreadable table with the driver's message
+    if meta is None:
+        where = f' in schema {spec.schema!r}' if spec.schema else ''
+        raise SourceError(f'source table {spec.table!r} not found{where} in {target.display}')
+    names = [c.name for c in meta.columns]
+    folded = {n.lower() for n in names} if d.name != 'postgresql' else set(names)
+    for what, col, opt in (('XML column', spec.column, '--source-column'), ('id column', spec.id_column, None)):
+        if (col.lower() if d.name != 'postgresql' else col) not in folded:
+            hint = f' (set it with {opt})' if opt else ''
+            raise SourceError(f'source table {spec.table!r} has no {what} {col!r}{hint}; its columns: '
+                              f'{", ".join(names)}')
 
 
 def _first_line(e):
