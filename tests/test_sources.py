@@ -173,3 +173,27 @@ def test_keyset_pages_never_skip_rows_of_a_repeated_app_id(tmp_path, fetch_size)
                       ReadOptions(partitions=2, fetch_size=fetch_size, resume=False))
     with BeamTestPipeline(runner=FnApiRunner()) as p:
         assert_that((p | src.read()).docs | beam.Map(lambda d: (d.app_id, d.xml)), equal_to(rows))
+
+
+@pytest.mark.parametrize('ddl, rows, unique', [
+    ('CREATE TABLE app_xml (app_id INTEGER PRIMARY KEY, xml TEXT)', [(1, '<a/>'), (2, '<a/>')], True),
+    ('CREATE TABLE app_xml (app_id INTEGER, xml TEXT); CREATE UNIQUE INDEX u ON app_xml (app_id)',
+     [(1, '<a/>'), (2, '<a/>')], True),
+    ('CREATE TABLE app_xml (app_id INTEGER, xml TEXT)', [(1, '<a/>'), (1, '<b/>')], False),
+    # a unique index does not stop '2' (text) and 2 (integer) from both being there: both read as app_id 2
+    ('CREATE TABLE app_xml (app_id, xml TEXT); CREATE UNIQUE INDEX u ON app_xml (app_id)',
+     [(2, '<a/>'), ('2', '<b/>')], False),
+])
+def test_a_source_keyed_by_app_id_needs_no_dedupe(tmp_path, ddl, rows, unique):
+    """The dedupe shuffle (every mapped document through a GroupByKey) is only needed where two source rows can
+    carry one app_id; a source whose id column is its key cannot."""
+    path = str(tmp_path / 's.db')
+    conn = sqlite3.connect(path)
+    conn.executescript(ddl)
+    conn.executemany('INSERT INTO app_xml VALUES (?, ?)', rows)
+    conn.commit()
+    conn.close()
+    src = TableSource(TableSpec(url=f'sqlite:///{path}', table='app_xml', column='xml', schema=None),
+                      ReadOptions(resume=False))
+    assert src.unique_ids is unique
+    assert all(c.unique_ids is unique for c in src.chunks())
