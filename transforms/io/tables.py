@@ -65,7 +65,7 @@ class _Query:
         try:
             self.t = dialect.qualify(spec.table, spec.schema)
             self.id = dialect.quote(spec.id_column)
-            self.col = dialect.quote(spec.column)
+            self.col = dialect.document_column_sql(dialect.quote(spec.column))
         except Exception as e:
             raise SourceError(str(e)) from None
         self.hash = dialect.content_hash_sql(self.col)
