@@ -225,9 +225,10 @@ def _check_source_columns(conn, target, spec: TableSpec):
         where = f' in schema {spec.schema!r}' if spec.schema else ''
         raise SourceError(f'source table {spec.table!r} not found{where} in {target.display}')
     names = [c.name for c in meta.columns]
-    folded = {n.lower() for n in names} if d.name != 'postgresql' else set(names)
+    fold = (lambda n: n) if d.case_sensitive_names else str.lower
+    folded = {fold(n) for n in names}
     for what, col, opt in (('XML column', spec.column, '--source-column'), ('id column', spec.id_column, None)):
-        if (col.lower() if d.name != 'postgresql' else col) not in folded:
+        if fold(col) not in folded:
             hint = f' (set it with {opt})' if opt else ''
             raise SourceError(f'source table {spec.table!r} has no {what} {col!r}{hint}; its columns: '
                               f'{", ".join(names)}')

@@ -55,6 +55,7 @@ class Dialect:
     name = 'abstract'
     open_q, close_q = '"', '"'
     supports_schema = True
+    case_sensitive_names = False        # quoted names match case-sensitively (PostgreSQL); others fold case
     max_params = 30000
 
     # ---- identifiers
