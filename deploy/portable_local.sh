@@ -185,8 +185,14 @@ taskmanager.bind-host: 127.0.0.1
 taskmanager.numberOfTaskSlots: $PARALLELISM
 parallelism.default: $PARALLELISM
 jobmanager.memory.process.size: ${FLINK_JM_MEMORY:-1024m}
-taskmanager.memory.process.size: ${FLINK_TM_MEMORY:-1728m}
+taskmanager.memory.process.size: ${FLINK_TM_MEMORY:-2048m}
 taskmanager.memory.managed.fraction: 0.1
+# Beam's batch translation runs every stage of the job at once, and each blocking (sort-shuffle) result
+# partition asks for 512 network buffers by default: the job failed with "Insufficient number of network
+# buffers: required 512, but only 480 available" (also with 256 MB of network memory)
+taskmanager.network.sort-shuffle.min-buffers: 64
+taskmanager.memory.network.min: ${FLINK_TM_NETWORK:-256m}
+taskmanager.memory.network.max: ${FLINK_TM_NETWORK:-256m}
 io.tmp.dirs: $logdir/flink-tmp
 blob.storage.directory: $logdir/flink-tmp
 web.tmpdir: $logdir/flink-tmp
