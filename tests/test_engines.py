@@ -261,3 +261,54 @@ def test_a_missing_tool_is_one_clear_line_and_exit_4(tmp_path):
         lines = [ln for ln in proc.stderr.splitlines() if ln.startswith('portable_local.sh:')]
         assert lines[0].startswith(f'portable_local.sh: {engine} needs {tool} '), proc.stderr
         assert 'started' not in proc.stderr
+
+
+# --------------------------------------------------------------------- a document the database rejects
+
+SINK_REJECTED = (100005, 100006)
+# known defect (issue 13, "summary counts from metrics"; the lead fixes it): on Flink and Spark the outcome
+# counters of the sink's stage and of the early dead letters' stage share their names and only one stage's
+# value comes back, so a document dead-lettered at the sink is not counted (SUMMARY dead_lettered=1 of 3,
+# exit 3), while the tables, the ledger and the dead letters are right
+COUNTER_DEFECT_ON = ('flink', 'flink-cluster', 'spark')
+
+
+def _target_with_a_rejecting_trigger(path):
+    """The sample contract's tables, created up front, with a trigger that rejects two documents' pricing rows:
+    those documents fail at the sink (bisected, dead-lettered with stage 'sink')."""
+    from pipeline.cli import load_contract_or_fail
+    from pipeline.db.plan import prepare_sink
+    url = f'sqlite:///{path}'
+    prepare_sink(url, load_contract_or_fail('credit_app'),
+                 tables_spec=os.path.join(REPO, 'contracts', 'samples', 'credit_app_tables.json'), create=True)
+    conn = sqlite3.connect(path)
+    conn.execute('CREATE TRIGGER reject BEFORE INSERT ON app_pricing_cc WHEN NEW.app_id IN (%s) '
+                 "BEGIN SELECT RAISE(ABORT, 'rejected by trigger'); END" % ', '.join(map(str, SINK_REJECTED)))
+    conn.commit()
+    conn.close()
+    return url
+
+
+@pytest.mark.parametrize('engine', [p for p in ENGINES if p.values[0] != 'flink-cluster'])
+def test_documents_rejected_by_the_database_are_counted_on_the_engine(engine, corpora, tmp_path):
+    corpus = corpora['generated']
+    gen_spec = corpus.spec()
+    ref_url = _target_with_a_rejecting_trigger(tmp_path / 'ref.db')
+    args = ['--contract', 'credit_app', '--source', corpus.source, '--log-level', 'WARNING', '--batch-size', '16']
+    assert cli(['run', '--target', ref_url] + args) == 0
+    ref = Target('sqlite', tmp_path, 'ref').contents(gen_spec)
+    assert sorted(d[1] for d in ref['dead_letter'] if d[2] == 'sink') == list(SINK_REJECTED)
+    url = _target_with_a_rejecting_trigger(tmp_path / f'{engine}.db')
+    proc = subprocess.run([SCRIPT, engine, '--target', url] + args, capture_output=True, text=True, timeout=900,
+                          env=dict(os.environ, PYTHON=sys.executable))
+    got = Target('sqlite', tmp_path, engine).contents(gen_spec)
+    for t in ref:                                   # what the run wrote is right either way
+        assert got[t] == ref[t], f'{t} on {engine} differs from the DirectRunner run'
+    s = parse_summary(proc.stdout)
+    expected = (len(ref['processing_log']) - len(ref['dead_letter']), len(ref['dead_letter']))
+    if engine in COUNTER_DEFECT_ON and proc.returncode == 3 and s['dead'] == expected[1] - len(SINK_REJECTED):
+        pytest.xfail(f'known defect on {engine}: the SUMMARY does not count the {len(SINK_REJECTED)} documents '
+                     f'dead-lettered at the sink (issue 13, summary counts from metrics)')
+    assert (s['written'], s['dead']) == expected, proc.stderr[-2000:]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert process_groups_alive(service_pgids(proc.stderr)) == []
