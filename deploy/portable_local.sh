@@ -75,8 +75,17 @@ esac
 logdir="$(mktemp -d "${TMPDIR:-/tmp}/portable_local.XXXXXX")"
 pids=()
 
+job_pid=
+stop_job() {   # the job's launcher (a signal reached the script while it ran): TERM, then KILL after 10 s
+  [ -n "$job_pid" ] || return 0
+  kill -TERM "$job_pid" 2>/dev/null || return 0
+  for _ in $(seq 1 100); do kill -0 "$job_pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$job_pid" 2>/dev/null || true
+}
+
 cleanup() {
   local rc=$?
+  stop_job
   for pid in "${pids[@]:-}"; do
     [ -n "$pid" ] || continue
     # each service was started with setsid: its process group holds it and any worker it spawned
@@ -287,8 +296,13 @@ if [ "$mode" != loopback ] && [ "$mode" != external ] && [ "$ENVIRONMENT" != loo
 
 echo "portable_local.sh: job service on localhost:$job_port ($mode), environment ${env_args[*]}" >&2
 set +e
+# in the background and waited for, so that a signal to this script (Ctrl-C, a supervisor's TERM) is handled at
+# once (bash runs traps only between foreground commands): the trap stops the job, then the services
 "$PYTHON" -m pipeline run "${engine_args[@]}" "$@" --runner=PortableRunner "--job_endpoint=localhost:$job_port" \
-  "${env_args[@]}"
+  "${env_args[@]}" &
+job_pid=$!
+wait "$job_pid"
 rc=$?
+job_pid=
 set -e
 exit "$rc"
