@@ -14,6 +14,7 @@ does it before the suite). A test skips only where the tools are absent: Java or
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -162,6 +163,18 @@ def _args(corpus, target, contract, outputs):
     return args + COMMON
 
 
+def _run_script(engine, args):
+    """deploy/portable_local.sh ENGINE ARGS; the service logs it keeps after a non-zero exit are removed once
+    the output has been read (they go to the system's temporary folder, and a failure's stderr is in the
+    assertion message)."""
+    proc = subprocess.run([SCRIPT, engine] + args, capture_output=True, text=True, timeout=900,
+                          env=dict(os.environ, PYTHON=sys.executable))
+    for kept in re.findall(r'service logs kept in (\S+)', proc.stderr):
+        if os.path.basename(kept).startswith('portable_local.'):
+            shutil.rmtree(kept, ignore_errors=True)
+    return proc
+
+
 def _jsonl(path):
     """The records of a JSONL output, sorted; the order in which workers wrote them is not compared."""
     return sorted(open(path).read().splitlines())
@@ -220,8 +233,7 @@ def test_engine_writes_the_same_as_direct_runner(engine, corpus_name, kind, corp
     try:
         outputs = _outputs(tmp_path, 'out')
         args = _args(corpus, target, corpus.contract_for(tmp_path, target.schema), outputs)
-        proc = subprocess.run([SCRIPT, engine] + args, capture_output=True, text=True, timeout=900,
-                              env=dict(os.environ, PYTHON=sys.executable))
+        proc = _run_script(engine, args)
         assert proc.returncode == 0, f'portable_local.sh {engine} exited {proc.returncode}:\n{proc.stderr[-5000:]}'
         assert f'({engine}), environment --environment_type=EXTERNAL' in proc.stderr
         s = parse_summary(proc.stdout)
@@ -306,8 +318,7 @@ def test_documents_rejected_by_the_database_are_counted_on_the_engine(engine, co
     ref = Target('sqlite', tmp_path, 'ref').contents(gen_spec)
     assert sorted(d[1] for d in ref['dead_letter'] if d[2] == 'sink') == list(SINK_REJECTED)
     url = _target_with_a_rejecting_trigger(tmp_path / f'{engine}.db')
-    proc = subprocess.run([SCRIPT, engine, '--target', url] + args, capture_output=True, text=True, timeout=900,
-                          env=dict(os.environ, PYTHON=sys.executable))
+    proc = _run_script(engine, ['--target', url] + args)
     got = Target('sqlite', tmp_path, engine).contents(gen_spec)
     for t in ref:                                   # what the run wrote is right either way
         assert got[t] == ref[t], f'{t} on {engine} differs from the DirectRunner run'
