@@ -2,15 +2,15 @@
 
 Usable as Beam's `--setup_file` so that portable-runner workers install the same packages.
 """
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name='xml-sql-migrate',
     version='0.1.0',
     description='Apache Beam pipeline that migrates XML documents into normalized SQL tables from a JSON mapping contract',
     python_requires='>=3.9',
-    packages=['pipeline', 'pipeline.db', 'transforms', 'contracts'],
-    package_data={'contracts': ['samples/*.json']},
+    packages=find_packages(include=['pipeline', 'pipeline.*', 'transforms', 'transforms.*', 'contracts', 'contracts.*']),
+    package_data={'contracts': ['samples/*.json', '*.json']},
     include_package_data=True,
     install_requires=[
         'apache-beam>=2.60',
@@ -18,7 +18,7 @@ setup(
         'pyodbc>=5.0',
     ],
     extras_require={
-        'test': ['pytest>=7', 'sqlglot>=25', 'hypothesis>=6', 'psutil>=5'],
+        'test': ['pytest>=7', 'sqlglot>=25', 'hypothesis>=6', 'psutil>=5', 'jsonschema>=4'],
     },
     entry_points={'console_scripts': ['xml-migrate=pipeline.cli:main']},
 )

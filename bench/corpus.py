@@ -7,7 +7,7 @@
   ID (bloat.xml, an edge case that fails validation) get a synthetic source app_id in a range no real id uses.
   Contract `../shared/seed-corpus/cc/contract.json`; tables `.../cc/tables.json` minus its reference tables
   (app_enums, app_campaign_cc), so that the DDL leaves the FKs to them out (the migration never fills them).
-* `generated`: the project's own generator (`pipeline.generate`, contract `credit_app`) for any N.
+* `generated`: the project's own generator (`contracts.samples.generate`, contract `credit_app`) for any N.
 """
 import json
 import os
@@ -149,7 +149,7 @@ def build(kind: str, n: int, workdir: str, seed: int = 7) -> Corpus:
                       cc_tables_spec(os.path.join(workdir, 'cc_tables_no_refs.json')), docs, nbytes)
     if kind == 'generated':
         sys.path.insert(0, REPO)
-        from pipeline.generate import generate_documents
+        from contracts.samples.generate import generate_documents
         docs, nbytes = _write_table(db, generate_documents(n, seed=seed))
         return Corpus('generated', f'sqlite:///{db}', 'app_xml', 'xml', 'credit_app',
                       os.path.join(REPO, 'contracts', 'samples', 'credit_app_tables.json'), docs, nbytes)

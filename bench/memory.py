@@ -2,7 +2,7 @@
 
     python bench/memory.py --docs 100000 [--docs 25000 ...] [--chunk-docs 20000] [--container-mb 220]
 
-For each --docs N: generate N documents (pipeline.generate, seeded) into a SQLite source, run
+For each --docs N: generate N documents (contracts.samples.generate, seeded) into a SQLite source, run
 `python -m pipeline run` on DirectRunner into a SQLite target, and sample the RSS of the whole process tree every
 0.2 s. With --container-mb M: build one XML file of about M MB holding many documents and stream it through
 `python -m pipeline map`, the same way. Prints a table and writes --json. Data lives in --workdir (default a temp
@@ -22,8 +22,8 @@ import time
 import psutil
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SUMMARY = re.compile(r'^SUMMARY read=(\d+) written=(\d+) dead_lettered=(\d+) rows=(\d+) docs_per_min=([\d.]+)$',
-                     re.M)
+SUMMARY = re.compile(r'^SUMMARY read=(\d+) written=(\d+) dead_lettered=(\d+) rows=(\d+) docs_per_min=([\d.]+) '
+                     r'changed=(\d+)$', re.M)
 
 
 def run_sampled(cmd, cwd):
@@ -53,7 +53,7 @@ def run_sampled(cmd, cwd):
 
 
 def bench_run(n, workdir, chunk_docs, extra):
-    from pipeline.generate import write_sqlite_source
+    from contracts.samples.generate import write_sqlite_source
     src = os.path.join(workdir, f'src-{n}.db')
     tgt = os.path.join(workdir, f'tgt-{n}.db')
     if not os.path.exists(src):
@@ -75,7 +75,7 @@ def bench_run(n, workdir, chunk_docs, extra):
 
 
 def bench_container(mb, workdir):
-    from pipeline.generate import generate_documents
+    from contracts.samples.generate import generate_documents
     path = os.path.join(workdir, f'export-{mb}mb.xml')
     decl = re.compile(r'^\s*<\?xml[^>]*\?>\s*')
     n = 0

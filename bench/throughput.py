@@ -362,9 +362,10 @@ def parse_limit(c, workers, mode, stop=None):
 def _nobeam_init(state):
     _init_worker(state)
     from contracts import compile_contract, load_contract
-    from pipeline.db.meta import fk_tiers, introspect
-    from pipeline.db.plan import target_schema
-    from pipeline.db.targets import parse_target
+    from transforms.sql.introspect import introspect
+    from transforms.sql.meta import fk_tiers
+    from transforms.sql.plan import target_schema
+    from transforms.sql.targets import parse_target
     from transforms.parse import ParseSpec
     contract = load_contract(state['contract'])
     compiled = compile_contract(contract)
@@ -382,7 +383,7 @@ def _nobeam_init(state):
 
 
 def _nobeam_task(rng):
-    from pipeline.db.dialects import get_dialect
+    from transforms.sql.dialects import get_dialect
     from transforms.errors import StageError
     from transforms.map import map_document
     from transforms.parse import parse_document
@@ -422,20 +423,16 @@ def _nobeam_task(rng):
                 res = w.write(_W['metas'][t], groups)
                 nrows += res.rows_written
                 bad.update(res.failed)
-    # the ledger, as the pipeline writes it: delete + insert per app_id, one transaction
+    # the ledger, as the pipeline writes it: an upsert on processing_log's unique app_id, one transaction
+    from transforms.sql.ddl import project_metas
+    from transforms.sink import keyed_view
     d = get_dialect(target.dialect_name)
-    tbl = d.qualify('processing_log', _W['schema'])
-    led = [(m.app_id, 'failed' if m.app_id in bad else 'success') for m in mapped] + \
-          [(a, 'failed') for a, _, _ in failed]
-
-    def tx(cur):
-        ids = [a for a, _ in led]
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            cur.execute(f'DELETE FROM {tbl} WHERE {d.quote("app_id")} IN ({", ".join("?" * len(chunk))})', chunk)
-        cur.executemany(f'INSERT INTO {tbl} ({d.cols(["app_id", "status"])}) VALUES (?, ?)', led)
+    view = keyed_view(project_metas(_W['schema'] if d.supports_schema else None)['processing_log'],
+                      ['app_id', 'status'], 'app_id')
+    led = dict([(a, 'failed') for a, _, _ in failed] +
+               [(m.app_id, 'failed' if m.app_id in bad else 'success') for m in mapped])
     if led:
-        w.run(tx)
+        w.run(lambda cur: d.upsert(cur, view, ['app_id', 'status'], sorted(led.items()), owner_check=False))
     t_sink = time.perf_counter() - t2
     return len(rows), len(mapped) - len(bad), len(failed) + len(bad), nrows, t_read, t_xform, t_sink
 
@@ -498,7 +495,7 @@ def main(argv=None):
     ap.add_argument('--target', choices=['sqlite', 'postgresql'], default='sqlite')
     ap.add_argument('--json', required=True, help='write the results here')
     ap.add_argument('--corpus', choices=['cc', 'generated'], default='cc',
-                    help='cc: the 165 CC samples replicated (default); generated: pipeline.generate')
+                    help='cc: the 165 CC samples replicated (default); generated: contracts.samples.generate')
     ap.add_argument('--workers', type=int, default=1, help='processes (Beam direct_num_workers, pool size). Default 1')
     ap.add_argument('--mode', choices=['processes', 'multi_processing'], default='processes',
                     help='how the end-to-end run uses W > 1 workers: the pipeline\'s --processes W shard processes '

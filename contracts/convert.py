@@ -2,14 +2,23 @@
 
 All functions take a string (or an already-typed value) and return a Python value or ``None`` when the input cannot be
 converted. They never raise for data reasons.
+
+Numbers are ASCII only, everywhere: Python's ``int()``, ``float()`` and ``Decimal()`` also accept other Unicode digits
+(``'٣'`` -> 3), underscores (``'1_000'``), ``'NaN'`` and ``'Infinity'``, and ``str.isdigit()`` is true for ``'²'``
+(which ``int()`` then refuses). Every numeric text is matched against an ASCII pattern first; anything else is "not a
+number" under the column's normal rules.
 """
 import re
 from datetime import datetime
 from decimal import Decimal, InvalidOperation, ROUND_HALF_UP
 
-_ISO_RE = re.compile(r'(\d{4})-(\d{1,2})-(\d{1,2})(?:[ T](\d{1,2}):(\d{1,2}):(\d{1,2})(?:\.(\d{1,6}))?)?$')
-_US_RE = re.compile(r'(\d{1,2})/(\d{1,2})/(\d{4})(?: (\d{1,2}):(\d{1,2}):(\d{1,2})(?: ?([AaPp][Mm]))?)?$')
-_FIRST_NUMBER_RE = re.compile(r'-?\d+(?:\.\d+)?')
+_ISO_RE = re.compile(r'(\d{4})-(\d{1,2})-(\d{1,2})(?:[ T](\d{1,2}):(\d{1,2}):(\d{1,2})(?:\.(\d{1,6}))?)?$', re.ASCII)
+_US_RE = re.compile(r'(\d{1,2})/(\d{1,2})/(\d{4})(?: (\d{1,2}):(\d{1,2}):(\d{1,2})(?: ?([AaPp][Mm]))?)?$', re.ASCII)
+_FIRST_NUMBER_RE = re.compile(r'-?[0-9]+(?:\.[0-9]+)?')
+# A plain ASCII decimal number: sign, digits with an optional fraction, optional exponent (what Decimal() takes,
+# minus NaN, Infinity, underscores and non-ASCII digits).
+NUMBER_RE = re.compile(r'[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?')
+_INTEGER_RE = re.compile(r'[+-]?[0-9]+')
 _ONE = Decimal(1)
 _QUANT = {}
 
@@ -28,7 +37,7 @@ def to_datetime(v):
     if isinstance(v, datetime):
         return v
     s = str(v).strip()
-    if not s:
+    if not s or not s.isascii():
         return None
     mo = _ISO_RE.match(s)
     try:
@@ -78,17 +87,42 @@ def to_int(v, lenient=False):
     s = str(v).strip()
     if not s:
         return None
-    if s.isdigit():
+    if s.isascii() and s.isdigit() and len(s) < 4000:     # int() refuses more than 4300 digits
         return int(s)
     if lenient:
         mo = _FIRST_NUMBER_RE.search(s)
         if not mo:
             return None
         s = mo.group(0)
+    s = s.replace(',', '')
+    if not NUMBER_RE.fullmatch(s):
+        return None
     try:
-        return int(Decimal(s.replace(',', '')).quantize(_ONE, ROUND_HALF_UP))
+        return int(Decimal(s).quantize(_ONE, ROUND_HALF_UP))
     except (InvalidOperation, ValueError):
         return None
+
+
+def to_key_int(v):
+    """An integer key value (primary-key, identity and foreign-key columns): converted strictly. Only an optional
+    sign and ASCII digits are accepted; ``None`` for anything else (``'12.5'``, ``'218844X'``, ``'ABC'``, ``'²'``),
+    which the mapper turns into a failure of the document, never into another key."""
+    if v is None:
+        return None
+    t = type(v)
+    if t is int:
+        return v
+    if t is bool:
+        return None
+    s = str(v).strip()
+    if not _INTEGER_RE.fullmatch(s):
+        return None
+    return int(Decimal(s))           # any length (int() refuses more than 4300 digits)
+
+
+def is_number(s) -> bool:
+    """True when ``s`` (a str) is a plain ASCII decimal number (see NUMBER_RE)."""
+    return NUMBER_RE.fullmatch(s.strip()) is not None
 
 
 def to_decimal(v, places=2):
@@ -110,7 +144,7 @@ def to_decimal(v, places=2):
             return float(v)
         else:
             s = str(v).strip()
-            if not s:
+            if not NUMBER_RE.fullmatch(s):
                 return None
             d = Decimal(s)
         if not d.is_finite():
@@ -123,11 +157,19 @@ def to_decimal(v, places=2):
 def to_float(v):
     if v is None:
         return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
+    t = type(v)
+    if t is float:
+        return v if v == v and v not in (float('inf'), float('-inf')) else None
+    if t is int or t is bool:
+        return float(v)
+    s = str(v).strip()
+    if not NUMBER_RE.fullmatch(s):
         return None
-    return f if f == f else None
+    try:
+        f = float(s)
+    except (OverflowError, ValueError):
+        return None
+    return f if f == f and f not in (float('inf'), float('-inf')) else None
 
 
 def to_string(v, length=None):

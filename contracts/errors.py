@@ -21,3 +21,14 @@ class MappingError(Exception):
 
     The message never contains row values.
     """
+
+
+def describe_exception(exc):
+    """An unexpected exception as '<type> at <file>:<line>' (its innermost frame): names the place, never the data
+    it saw (exception messages may quote values)."""
+    tb = exc.__traceback__
+    where = ''
+    while tb is not None:
+        where = f'{tb.tb_frame.f_code.co_filename.rsplit("/", 1)[-1]}:{tb.tb_lineno}'
+        tb = tb.tb_next
+    return f'{type(exc).__name__} at {where}' if where else type(exc).__name__

@@ -1,5 +1,8 @@
 """The calculated-field expression language (SPEC §1.5, §10 decision 10).
 
+(One module of about 1,100 lines on purpose: the tokenizer, the grammar's parser and the AST nodes it builds are
+one language and are read and changed together; each part is a section below.)
+
 A real language: tokenizer -> recursive-descent parser -> typed AST -> tree of Python closures.
 Nothing here calls ``eval``/``exec``.  Grammar, semantics and every deliberate difference from the
 old regex/``eval`` engine are documented in ``docs/expressions.md``.
@@ -98,11 +101,18 @@ def parse_datetime(text: str) -> Optional[datetime]:
     return result
 
 
+# A plain ASCII number (float() also takes other Unicode digits, underscores, 'nan' and 'inf').
+_NUMBER_TEXT = re.compile(r"\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*")
+
+
 def _to_float(text: str) -> Optional[float]:
+    if not _NUMBER_TEXT.fullmatch(text):
+        return None
     try:
-        return float(text)
+        f = float(text)
     except (ValueError, OverflowError):
         return None
+    return f if f - f == 0 else None      # not inf
 
 
 def _number_text(n: Union[int, float]) -> str:
@@ -193,15 +203,13 @@ def _compare(op, a, b) -> bool:
 
 
 def _num(v):
-    """Arithmetic operand: None for missing/empty/date (-> whole result None), 0.0 for junk."""
+    """Arithmetic operand: None for missing/empty/whitespace-only/date (-> whole result None), 0.0 for junk."""
     t = type(v)
     if t is str:
-        if v == "":
+        if not v.strip():
             return None
-        try:
-            return float(v)
-        except (ValueError, OverflowError):
-            return 0.0
+        f = _to_float(v)
+        return 0.0 if f is None else f
     if t is int or t is float:
         return v
     return None
@@ -232,7 +240,7 @@ _TOKEN_RE = re.compile(
   | (?P<op><=|>=|<>|!=|=|<|>|\+|-|\*|/|\(|\)|,)
   | (?P<quote>['"])
     """,
-    re.VERBOSE,
+    re.VERBOSE | re.ASCII,
 )
 _AFTER_NUMBER_BAD = re.compile(r"[A-Za-z0-9_.]")
 

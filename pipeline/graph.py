@@ -1,6 +1,14 @@
-"""The pipeline graph: read → validate → parse → map → (per FK tier) key by table → GroupIntoBatches → sink,
-then the ledger (processing_log) and the dead letters. `build_pipeline` is the one place the graph is built; the
-CLI, the tests and the benchmarks all use it.
+"""The pipeline graph, composed of named transforms that read like its diagram:
+
+    ReadDocuments -> PrepareDocuments (validate -> parse -> map -> one document per app_id)
+                  -> WriteRows (run: FK tiers, GroupIntoBatches per (table, shard), sink)   | EmitRows (map: JSONL)
+                  -> RecordOutcomes (run: processing_log)
+    every dead letter of every step -> one error handler -> DeadLetters (dead_letter table and/or JSONL)
+    outcomes + skipped counts -> Reports (the run's counts, status and failure files, under the work folder)
+
+`build(p, cfg, source, sink, paths)` builds it for one run (one chunk) from the frozen configuration. The counts of
+a run are computed from the outcome records themselves (`RunCounts`, a combine), never from runner metrics, so a
+retried bundle can neither break nor fake the invariant read = written + dead_lettered.
 """
 import json
 import logging
@@ -8,12 +16,14 @@ import time
 from typing import Any, NamedTuple, Optional
 
 import apache_beam as beam
+from apache_beam.transforms.error_handling import CollectingErrorHandler
 
-from transforms.dedupe import DedupeAppIds
+from transforms.dedupe import REASON as DUPLICATE_REASON, DedupeAppIds
 from transforms.map import MapFn
 from transforms.parse import ParseFn, ParseSpec
 from transforms.records import DEAD_LETTER_TAG, DeadLetter, Outcome
-from transforms.validate import Limits, ValidateFn, payload_text, refetch_payload
+from transforms.stage import payload_text, refetch_payload
+from transforms.validate import ValidateFn
 
 log = logging.getLogger(__name__)
 
@@ -24,115 +34,321 @@ class Outputs(NamedTuple):
     mapped: Any            # MappedDoc
     dead_letters: Any      # DeadLetter, from every stage
     outcomes: Any          # Outcome, one per document read
+    counts: Any            # one dict: RunCounts of this run
+
+
+class Paths(NamedTuple):
+    """Where one run (chunk) writes its files (local or any FileSystems path; None: not written)."""
+    counts: Optional[str] = None          # RunCounts as one JSON line
+    failures: Optional[str] = None        # failed documents: ids, stage, reason (JSONL; never payloads)
+    status: Optional[str] = None          # every document's outcome (JSONL)
+    dead_letters: Optional[str] = None    # dead letters with payloads (JSONL)
+    rows: Optional[str] = None            # map: the rows (JSONL)
+    written_ids: Optional[str] = None     # app_ids written by this chunk (file sources of several chunks)
+
+
+# ============================================================================================= progress
+
+PROGRESS = {'read': 0}        # documents read by this process's workers (local runners: the launcher shows it)
 
 
 class ProgressFn(beam.DoFn):
-    """Pass-through that logs progress of this worker at a steady interval (documents, rate); the launcher logs
-    done/total, rate and ETA after every chunk."""
+    """Pass-through that counts the documents read, for the launcher's progress line (local runners share
+    this process), and logs this worker's own rate on other runners."""
 
-    def __init__(self, label, every_s, expected=None):
-        self.label, self.every_s, self.expected = label, every_s, expected
+    def __init__(self, every_s, expected=None):
+        self.every_s, self.expected = every_s, expected
 
     def setup(self):
         self.n, self.t0, self.last = 0, time.monotonic(), time.monotonic()
 
     def process(self, element):
         self.n += 1
-        now = time.monotonic()
-        if self.every_s and now - self.last >= self.every_s:
-            self.last = now
-            rate = self.n / max(now - self.t0, 1e-9) * 60
-            log.info('progress %s: %d documents%s read by this worker, %.0f docs/min', self.label, self.n,
-                     f' of this run\'s {self.expected}' if self.expected else '', rate)
+        PROGRESS['read'] += 1
         yield element
 
 
-def _outcome_of_dead_letter(dl: DeadLetter) -> Outcome:
-    return Outcome(source=dl.source, app_id=dl.app_id, status='failed', stage=dl.stage, reason=dl.reason, rows=0)
+# ============================================================================================= composites
+
+class ReadDocuments(beam.PTransform):
+    """PBegin -> (documents, counts of the documents resume skipped). The source's own read transform (a table,
+    files, one file of many documents), plus a progress counter."""
+
+    def __init__(self, source, progress_s=0.0):
+        super().__init__()
+        self.source, self.progress_s = source, progress_s
+
+    def expand(self, pbegin):
+        docs, skipped = pbegin | 'Source' >> self.source.read()
+        if self.progress_s:
+            docs = docs | 'Progress' >> beam.ParDo(ProgressFn(self.progress_s, self.source.expected))
+        return docs, skipped
 
 
-class RefetchPayloadFn(beam.DoFn):
-    """Sink failures carry no payload (the XML is not dragged through the shuffle): fetch it again by reference."""
+class SkipWrittenBeforeFn(beam.DoFn):
+    """File sources learn an app_id only from the document: an app_id already written from another document by
+    an earlier chunk of this same run is a duplicate (dead letter), not an overwrite. Within one chunk
+    DedupeAppIds catches it; table sources need neither (one app_id never spans chunks)."""
 
-    def __init__(self, fetch):
-        self.fetch = fetch
-
-    def process(self, o: Outcome):
-        yield DeadLetter(source=o.source, app_id=o.app_id, stage=o.stage or 'sink', reason=o.reason or '',
-                         payload=refetch_payload(self.fetch, o.source))
-
-
-class SkipDoneFn(beam.DoFn):
-    """For sources that learn a document's app_id only from the XML (files, container files), after parsing:
-
-    * resume: drop documents whose app_id the target's processing_log already has as success (read once per
-      worker, counted as skipped);
-    * an app_id already written from another document by an earlier chunk of this same invocation is a duplicate
-      in this run: dead letter (within one chunk, DedupeAppIds catches it)."""
-
-    def __init__(self, target_url, schema, dialect=None, resume=True, written_before=frozenset()):
-        self.target_url, self.schema, self.dialect = target_url, schema, dialect
-        self.resume, self.written_before = resume, frozenset(written_before or ())
-        self.skipped = beam.metrics.Metrics.counter('migration', 'docs_skipped_done_late')
-
-    def setup(self):
-        self.done = frozenset()
-        if not self.resume:
-            return
-        from pipeline.db.targets import parse_target
-        from transforms.sink import read_success_ids
-        target = parse_target(self.target_url, dialect=self.dialect)
-        conn = target.connect()
-        try:
-            self.done = read_success_ids(conn, target.dialect_name, self.schema)
-        finally:
-            conn.close()
+    def __init__(self, written_before):
+        self.written_before = frozenset(written_before or ())
 
     def process(self, parsed):
         if parsed.app_id in self.written_before:
-            from transforms.dedupe import REASON
             # app_id left empty on purpose: the ledger's success row belongs to the document that was written
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, DeadLetter(
-                source=parsed.source, app_id=None, stage='validation',
-                reason=f'{REASON} (app_id {parsed.app_id}, written from another document in an earlier chunk)',
-                payload=payload_text(parsed.original if parsed.original is not None else parsed.xml)))
-            return
-        if parsed.app_id in self.done:
-            self.skipped.inc()
+                source=parsed.source, app_id=None, stage='dedupe',
+                reason=f'{DUPLICATE_REASON} (app_id {parsed.app_id}, written from another document in an earlier '
+                       'chunk)',
+                payload=payload_text(parsed.original if parsed.original is not None else parsed.xml),
+                content_hash=parsed.content_hash))
             return
         yield parsed
 
 
-class CountOutcomesFn(beam.DoFn):
-    def __init__(self):
-        self.written = beam.metrics.Metrics.counter('migration', 'docs_written')
-        self.dead = beam.metrics.Metrics.counter('migration', 'docs_dead_lettered')
-        self.rows = beam.metrics.Metrics.counter('migration', 'rows_written')
-        self.with_warnings = beam.metrics.Metrics.counter('migration', 'docs_with_quality_warnings')
+class PrepareDocuments(beam.PTransform):
+    """PCollection[Doc] -> PCollection[MappedDoc]: validate -> parse -> map -> one document per app_id. Every
+    document that fails a step goes to the error handler as a DeadLetter with the step's stage, its reason and
+    the original payload."""
+
+    def __init__(self, contract, limits, parse_mode, errors, dedupe_source=None, dedupe=True,
+                 written_before=frozenset()):
+        super().__init__()
+        from contracts import compile_contract
+        self.contract, self.limits, self.errors = contract, limits, errors
+        self.spec = ParseSpec.from_contract(contract, compile_contract(contract), mode=parse_mode,
+                                            max_depth=limits.max_depth, max_seconds=limits.max_parse_seconds)
+        self.dedupe_source, self.dedupe, self.written_before = dedupe_source, dedupe, written_before
+
+    def expand(self, docs):
+        v = docs | 'Validate' >> beam.ParDo(ValidateFn(self.limits, self.contract.root_element)).with_outputs(
+            DEAD_LETTER_TAG, main='ok')
+        self.errors.add_error_pcollection(v[DEAD_LETTER_TAG])
+        p = v.ok | 'Parse' >> beam.ParDo(ParseFn(self.spec)).with_outputs(DEAD_LETTER_TAG, main='ok')
+        self.errors.add_error_pcollection(p[DEAD_LETTER_TAG])
+        parsed = p.ok
+        if self.written_before:
+            s = parsed | 'SkipWrittenBefore' >> beam.ParDo(SkipWrittenBeforeFn(self.written_before)).with_outputs(
+                DEAD_LETTER_TAG, main='ok')
+            self.errors.add_error_pcollection(s[DEAD_LETTER_TAG])
+            parsed = s.ok
+        m = parsed | 'Map' >> beam.ParDo(MapFn(self.contract.raw)).with_outputs(DEAD_LETTER_TAG, main='ok')
+        self.errors.add_error_pcollection(m[DEAD_LETTER_TAG])
+        if not self.dedupe:
+            return m.ok
+        d = m.ok | 'DedupeAppIds' >> DedupeAppIds(self.dedupe_source)    # a second document with one app_id
+        self.errors.add_error_pcollection(d.dead_letters)
+        return d.kept
+
+
+class RefetchPayloadFn(beam.DoFn):
+    """Sink failures carry no payload (the XML is not dragged through the shuffles): it is read again from the
+    source by reference, on one connection per bundle."""
+
+    def __init__(self, fetcher):
+        self.fetcher = fetcher
 
     def process(self, o: Outcome):
-        if o.warnings:
-            self.with_warnings.inc()
-        if o.status == 'success':
-            self.written.inc()
-            self.rows.inc(o.rows)
-        else:
-            self.dead.inc()
-            beam.metrics.Metrics.counter('dead_letter_stage', o.stage or 'unknown').inc()
-        yield o
+        yield DeadLetter(source=o.source, app_id=o.app_id, stage=o.stage or 'sink', reason=o.reason or '',
+                         payload=refetch_payload(self.fetcher, o.source), content_hash=o.content_hash)
 
+    def finish_bundle(self):
+        close = getattr(self.fetcher, 'close', None)
+        if close is not None:
+            close()
+
+
+class WriteRows(beam.PTransform):
+    """PCollection[MappedDoc] -> PCollection[Outcome] of the sink (run): the rows into the target tables
+    (transforms/sink/write.py); the documents that fail there go to the error handler with their payload."""
+
+    def __init__(self, cfg, sink, source, errors):
+        super().__init__()
+        self.cfg, self.sink, self.source, self.errors = cfg, sink, source, errors
+
+    def expand(self, mapped):
+        from transforms.sink import WriteToSql
+        cfg, sink = self.cfg, self.sink
+        outcomes = mapped | 'ToTables' >> WriteToSql(cfg.target, sink.metas, sink.tiers, cfg.batch_size,
+                                                     dialect=sink.dialect, ledger_schema=sink.schema,
+                                                     shards=cfg.sink_shards)
+        failed = (outcomes | 'Failed' >> beam.Filter(lambda o: o.status != 'success')
+                  | 'RefetchPayload' >> beam.ParDo(RefetchPayloadFn(self.source.fetcher())))
+        self.errors.add_error_pcollection(failed)
+        return outcomes | 'Written' >> beam.Filter(lambda o: o.status == 'success')
+
+
+class EmitRows(beam.PTransform):
+    """PCollection[MappedDoc] -> PCollection[Outcome] (map): the rows as JSONL, no database."""
+
+    def __init__(self, rows_out):
+        super().__init__()
+        self.rows_out = rows_out
+
+    def expand(self, mapped):
+        if self.rows_out:
+            _write_jsonl(mapped | 'RowLines' >> beam.FlatMap(row_lines), self.rows_out, 'WriteRows')
+        return mapped | 'Outcomes' >> beam.Map(
+            lambda md: Outcome(source=md.source, app_id=md.app_id, status='success', stage=None, reason=None,
+                               rows=sum(len(r) for r in md.rows.values()), warnings=tuple(md.warnings),
+                               content_hash=md.content_hash,
+                               tables=tuple((t, len(r)) for t, r in md.rows.items())))
+
+
+class DeadLetters(beam.PTransform):
+    """The error handler's consumer: every dead letter of the run, written once (dead_letter table of the
+    target, and/or a JSONL file). Passes the dead letters through."""
+
+    def __init__(self, cfg=None, sink=None, session_id=None, jsonl=None):
+        super().__init__()
+        self.cfg, self.sink, self.session_id, self.jsonl = cfg, sink, session_id, jsonl
+
+    def expand(self, letters):
+        if self.sink is not None:
+            from transforms.sink import WriteDeadLetters
+            letters | 'ToTable' >> WriteDeadLetters(self.cfg.target, self.sink.schema, dialect=self.sink.dialect,
+                                                    session_id=self.session_id)
+        if self.jsonl:
+            _write_jsonl(letters | 'Lines' >> beam.Map(dead_letter_line), self.jsonl, 'ToJsonl')
+        return letters
+
+
+def _outcome_of_dead_letter(dl: DeadLetter) -> Outcome:
+    return Outcome(source=dl.source, app_id=dl.app_id, status='failed', stage=dl.stage, reason=dl.reason, rows=0,
+                   content_hash=dl.content_hash)
+
+
+class RecordOutcomes(beam.PTransform):
+    """(written outcomes, dead letters) -> every document's Outcome, one per document read; with a target they
+    go to processing_log (one row per app_id, upserted, with the content hash of the version processed)."""
+
+    def __init__(self, cfg=None, sink=None, session_id=None):
+        super().__init__()
+        self.cfg, self.sink, self.session_id = cfg, sink, session_id
+
+    def expand(self, pcolls):
+        written, dead = pcolls
+        outcomes = ((written, dead | 'FailedOutcomes' >> beam.Map(_outcome_of_dead_letter))
+                    | 'AllOutcomes' >> beam.Flatten())
+        if self.sink is not None:
+            from transforms.sink import WriteLedger
+            outcomes | 'Ledger' >> WriteLedger(self.cfg.target, self.sink.schema, self.session_id,
+                                               dialect=self.sink.dialect)
+        return outcomes
+
+
+# ============================================================================================= counts
+
+def _reason_class(reason):
+    """A reason with its ids and numbers folded, so that reasons can be counted ('con_id N already belongs')."""
+    import re
+    return re.sub(r'\d+', 'N', (reason or '').split('\n')[0])[:160]
+
+
+class RunCounts(beam.CombineFn):
+    """Outcomes (and the skipped counts) -> the run's counts: read, written, dead_lettered, rows, skipped,
+    changed, by stage and reason, rows by table, warnings by field. Computed from the records, so exact on every
+    runner (a retried bundle's output is discarded with it)."""
+
+    def create_accumulator(self):
+        return {'read': 0, 'written': 0, 'dead_lettered': 0, 'rows': 0, 'skipped': 0, 'changed': 0,
+                'quality_warnings': 0, 'docs_with_quality_warnings': 0, 'dead_lettered_without_app_id': 0,
+                'dead_lettered_by_stage': {}, 'dead_lettered_by_stage_and_reason': {}, 'rows_by_table': {},
+                'warnings_by_field': {}}
+
+    def add_input(self, acc, item):
+        if isinstance(item, int):                       # a count of skipped documents
+            acc['skipped'] += item
+            return acc
+        o = item
+        acc['read'] += 1
+        if o.warnings:
+            acc['docs_with_quality_warnings'] += 1
+            acc['quality_warnings'] += len(o.warnings)
+            from pipeline.report import warning_field
+            for w in o.warnings:
+                field, what = warning_field(w)
+                k = f'{field} | {what}'
+                acc['warnings_by_field'][k] = acc['warnings_by_field'].get(k, 0) + 1
+        if o.status == 'success':
+            acc['written'] += 1
+            acc['rows'] += o.rows
+            acc['changed'] += 1 if o.changed else 0
+            for t, n in o.tables or ():
+                acc['rows_by_table'][t] = acc['rows_by_table'].get(t, 0) + n
+        else:
+            acc['dead_lettered'] += 1
+            if o.app_id is None:
+                acc['dead_lettered_without_app_id'] += 1
+            st = o.stage or 'unknown'
+            acc['dead_lettered_by_stage'][st] = acc['dead_lettered_by_stage'].get(st, 0) + 1
+            by = acc['dead_lettered_by_stage_and_reason'].setdefault(st, {})
+            rc = _reason_class(o.reason)
+            by[rc] = by.get(rc, 0) + 1
+        return acc
+
+    def merge_accumulators(self, accs):
+        out = self.create_accumulator()
+        for a in accs:
+            merge_counts(out, a)
+        return out
+
+    def extract_output(self, acc):
+        return acc
+
+
+def merge_counts(into, other):
+    """Add the counts `other` to `into` (both RunCounts outputs); returns `into`."""
+    for k, v in other.items():
+        if isinstance(v, dict):
+            d = into.setdefault(k, {})
+            for kk, vv in v.items():
+                if isinstance(vv, dict):
+                    dd = d.setdefault(kk, {})
+                    for r, n in vv.items():
+                        dd[r] = dd.get(r, 0) + n
+                else:
+                    d[kk] = d.get(kk, 0) + vv
+        else:
+            into[k] = into.get(k, 0) + v
+    return into
+
+
+class Reports(beam.PTransform):
+    """(outcomes, skipped counts) -> the run's counts (one JSON line at paths.counts) and, where asked for, the
+    status file, the failures list (for --metrics-json) and the app_ids written (for the next chunk)."""
+
+    def __init__(self, paths: Paths):
+        super().__init__()
+        self.paths = paths
+
+    def expand(self, pcolls):
+        outcomes, skipped = pcolls
+        counts = ((outcomes, skipped) | 'CountInputs' >> beam.Flatten()
+                  | 'Count' >> beam.CombineGlobally(RunCounts()))
+        p = self.paths
+        if p.counts:
+            _write_jsonl(counts | 'CountsLine' >> beam.Map(lambda c: json.dumps(c, sort_keys=True)), p.counts,
+                         'WriteCounts')
+        if p.status:
+            _write_jsonl(outcomes | 'StatusLines' >> beam.Map(status_line), p.status, 'WriteStatus')
+        if p.failures:
+            _write_jsonl(outcomes | 'FailedOnly' >> beam.Filter(lambda o: o.status != 'success')
+                         | 'FailureLines' >> beam.Map(failure_line), p.failures, 'WriteFailures')
+        if p.written_ids:
+            _write_jsonl(outcomes | 'WrittenOnly' >> beam.Filter(lambda o: o.status == 'success'
+                                                                   and o.app_id is not None)
+                         | 'WrittenIds' >> beam.Map(lambda o: str(o.app_id)), p.written_ids, 'WriteWrittenIds')
+        return counts
+
+
+# ============================================================================================= lines
 
 def _jsonable(v):
     if hasattr(v, 'isoformat'):
         return v.isoformat()
     if isinstance(v, (bytes, bytearray)):
         return bytes(v).decode('utf-8', 'replace')
-    try:
-        from decimal import Decimal
-        if isinstance(v, Decimal):
-            return str(v)
-    except ImportError:
-        pass
     return str(v)
 
 
@@ -141,7 +357,7 @@ def dumps(obj):
 
 
 def row_lines(mapped):
-    """MappedDoc → JSONL lines of the `map` command: {"file", "app_id", "table", "row"}."""
+    """MappedDoc -> JSONL lines of the `map` command: {"file", "app_id", "table", "row"}."""
     for table, rows in mapped.rows.items():
         for row in rows:
             yield dumps({'file': mapped.source, 'app_id': mapped.app_id, 'table': table, 'row': row})
@@ -149,11 +365,12 @@ def row_lines(mapped):
 
 def status_line(o: Outcome):
     return dumps({'file': o.source, 'app_id': o.app_id, 'status': 'ok' if o.status == 'success' else 'failed',
-                  'stage': o.stage, 'error': o.reason, 'rows': o.rows, 'warnings': list(o.warnings or ())})
+                  'stage': o.stage, 'error': o.reason, 'rows': o.rows, 'warnings': list(o.warnings or ()),
+                  'changed': bool(o.changed)})
 
 
 def dead_letter_line(d: DeadLetter):
-    return dumps(d._asdict())
+    return dumps({k: v for k, v in d._asdict().items() if k != 'content_hash'})
 
 
 def failure_line(o: Outcome):
@@ -165,74 +382,45 @@ def _write_jsonl(pcoll, path, label):
     return pcoll | label >> beam.io.WriteToText(path, num_shards=1, shard_name_template='')
 
 
-def build_pipeline(p, contract, source, *, target=None, sink=None, parse_mode='partial', limits=Limits(),
-                   batch_size=200, rows_out: Optional[str] = None, status_out: Optional[str] = None,
-                   dead_letter_out: Optional[str] = None, session_id=None, progress_s=0.0,
-                   resume=False, failures_out: Optional[str] = None, written_before=frozenset(),
-                   written_ids_out: Optional[str] = None) -> Outputs:
-    """Build the migration graph on pipeline `p`.
+# ============================================================================================= the graph
 
-    contract: a loaded `contracts.Contract`; source: a `pipeline.sources` source; target: a target URL (None for
-    `map`, which only writes JSONL); sink: the sink plan (`pipeline.db.plan.SinkPlan`) when target is given.
-    """
-    from contracts import compile_contract
-    compiled = compile_contract(contract)
-    spec = ParseSpec.from_contract(contract, compiled, mode=parse_mode, max_depth=limits.max_depth,
-                                   max_seconds=getattr(limits, 'max_parse_seconds', 20.0))
+def build(p, cfg, contract, source, sink=None, paths: Paths = Paths(), session_id=None,
+          written_before=frozenset()) -> Outputs:
+    """The graph of one run (one chunk) on pipeline `p`: `cfg` a RunConfig, `contract` the loaded contract,
+    `source` a source of transforms/io, `sink` the sink plan (transforms/sql/plan.py) for `run` (None for map)."""
+    errors = CollectingErrorHandler()
+    with errors:
+        docs, skipped = p | 'ReadDocuments' >> ReadDocuments(source, cfg.progress_seconds)
+        # One document per app_id: a table source whose app_id column is its key cannot hold two.
+        dedupe = not getattr(source, 'unique_ids', False)
+        mapped = docs | 'PrepareDocuments' >> PrepareDocuments(
+            contract, cfg.limits, cfg.parse_mode, errors, dedupe_source=source, dedupe=dedupe,
+            written_before=written_before)
+        if sink is not None:
+            written = mapped | 'WriteRows' >> WriteRows(cfg, sink, source, errors)
+        else:
+            written = mapped | 'EmitRows' >> EmitRows(paths.rows)
+    dead = errors.output() | 'DeadLetters' >> DeadLetters(cfg, sink, session_id, paths.dead_letters)
+    outcomes = (written, dead) | 'RecordOutcomes' >> RecordOutcomes(cfg, sink, session_id)
+    counts = (outcomes, skipped) | 'Reports' >> Reports(paths)
+    return Outputs(docs=docs, mapped=mapped, dead_letters=dead, outcomes=outcomes, counts=counts)
 
-    docs = p | 'Read' >> source.transform()
-    if progress_s:
-        docs = docs | 'Progress' >> beam.ParDo(ProgressFn('read', progress_s, source.expected))
-    # In partial mode the parser never reads past the stop element: validation's body scans stop there too.
-    parsed_until = (f'</{spec.stop_after_path.rstrip("/").rsplit("/", 1)[-1]}>'
-                    if spec.mode == 'partial' and spec.stop_after_path else None)
-    v = docs | 'Validate' >> beam.ParDo(ValidateFn(limits, contract.root_element, parsed_until)).with_outputs(
-        DEAD_LETTER_TAG, main='ok')
-    pr = v.ok | 'Parse' >> beam.ParDo(ParseFn(spec)).with_outputs(DEAD_LETTER_TAG, main='ok')
-    parsed = pr.ok
-    dead_parts = [v[DEAD_LETTER_TAG], pr[DEAD_LETTER_TAG]]
-    if target is not None and getattr(source, 'kind', None) != 'table' and (resume or written_before):
-        sk = parsed | 'SkipDone' >> beam.ParDo(SkipDoneFn(target, sink.schema, sink.dialect, resume,
-                                                          written_before)).with_outputs(DEAD_LETTER_TAG, main='ok')
-        parsed = sk.ok
-        dead_parts.append(sk[DEAD_LETTER_TAG])
-    m = parsed | 'Map' >> beam.ParDo(MapFn(contract.raw)).with_outputs(DEAD_LETTER_TAG, main='ok')
-    d = m.ok | 'DedupeAppIds' >> DedupeAppIds(source)    # a second document with the same app_id: dead letter
-    mapped = d.kept
-    early_dead = (tuple(dead_parts) + (m[DEAD_LETTER_TAG], d.dead_letters)) | 'EarlyDeadLetters' >> beam.Flatten()
 
-    if target is not None:
-        from transforms.sink import WriteDeadLetters, WriteLedger, WriteToSql
-        sink_outcomes = mapped | 'Write' >> WriteToSql(target, sink.metas, sink.tiers, batch_size,
-                                                       dialect=sink.dialect)
-        sink_failed = sink_outcomes | 'SinkFailures' >> beam.Filter(lambda o: o.status != 'success')
-        sink_dead = sink_failed | 'RefetchPayload' >> beam.ParDo(RefetchPayloadFn(source.fetcher()))
-        dead = (early_dead, sink_dead) | 'AllDeadLetters' >> beam.Flatten()
-        outcomes = ((sink_outcomes, early_dead | 'EarlyOutcomes' >> beam.Map(_outcome_of_dead_letter))
-                    | 'AllOutcomes' >> beam.Flatten())
-        counted = outcomes | 'Count' >> beam.ParDo(CountOutcomesFn())
-        counted | 'Ledger' >> WriteLedger(target, sink.schema, session_id, dialect=sink.dialect)
-        early_dead | 'DeadLetterTable' >> WriteDeadLetters(target, sink.schema, dialect=sink.dialect)
-        sink_dead | 'SinkDeadLetterTable' >> WriteDeadLetters(target, sink.schema, dialect=sink.dialect)
-    else:
-        dead = early_dead
-        ok = mapped | 'MappedOutcomes' >> beam.Map(
-            lambda md: Outcome(source=md.source, app_id=md.app_id, status='success', stage=None, reason=None,
-                               rows=sum(len(r) for r in md.rows.values()), warnings=tuple(md.warnings)))
-        outcomes = ((ok, early_dead | 'EarlyOutcomes' >> beam.Map(_outcome_of_dead_letter))
-                    | 'AllOutcomes' >> beam.Flatten())
-        counted = outcomes | 'Count' >> beam.ParDo(CountOutcomesFn())
-        if rows_out:
-            _write_jsonl(mapped | 'RowLines' >> beam.FlatMap(row_lines), rows_out, 'WriteRows')
+def build_pipeline(p, contract, source, *, target=None, sink=None, parse_mode='partial', limits=None,
+                   batch_size=200, rows_out=None, status_out=None, dead_letter_out=None, session_id=None,
+                   progress_s=0.0, sink_shards=1) -> Outputs:
+    """The graph with its settings given one by one (tests and benchmarks that build a pipeline by hand)."""
+    from transforms.validate import Limits
+    cfg = _AdHocConfig(target=target, limits=limits or Limits(), parse_mode=parse_mode, batch_size=batch_size,
+                       sink_shards=sink_shards, progress_seconds=progress_s)
+    return build(p, cfg, contract, source, sink, Paths(status=status_out, dead_letters=dead_letter_out,
+                                                        rows=rows_out), session_id)
 
-    if status_out:
-        _write_jsonl(counted | 'StatusLines' >> beam.Map(status_line), status_out, 'WriteStatus')
-    if written_ids_out:
-        _write_jsonl(counted | 'Written' >> beam.Filter(lambda o: o.status == 'success' and o.app_id is not None)
-                     | 'WrittenIds' >> beam.Map(lambda o: str(o.app_id)), written_ids_out, 'WriteWrittenIds')
-    if failures_out:
-        _write_jsonl(counted | 'Failed' >> beam.Filter(lambda o: o.status != 'success')
-                     | 'FailureLines' >> beam.Map(failure_line), failures_out, 'WriteFailures')
-    if dead_letter_out:
-        _write_jsonl(dead | 'DeadLetterLines' >> beam.Map(dead_letter_line), dead_letter_out, 'WriteDeadLetterJsonl')
-    return Outputs(docs=docs, mapped=mapped, dead_letters=dead, outcomes=counted)
+
+class _AdHocConfig(NamedTuple):
+    target: Optional[str]
+    limits: Any
+    parse_mode: str
+    batch_size: int
+    sink_shards: int
+    progress_seconds: float

@@ -1,16 +1,19 @@
-"""The run summary: counts from the pipeline's metrics, the invariant read = written + dead_lettered, the one
-SUMMARY line, and the JSON files for operators."""
+"""The run summary: the counts of a run (from its outcome records, `pipeline.graph.RunCounts`), the invariant
+read = written + dead_lettered, the one SUMMARY line, and the JSON files for operators."""
 import json
 import logging
-from typing import Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from apache_beam.metrics.metric import MetricsFilter
 
 log = logging.getLogger(__name__)
 
+MAX_FAILED_LISTED = 100000
 
-def counters(result, sources: Optional[Dict[str, int]] = None) -> Dict[str, Dict[str, int]]:
-    """namespace → name → sum of the counter's committed value, or of its attempted value where the runner
+
+def runner_counters(result, sources: Optional[Dict[str, int]] = None) -> Dict[str, Dict[str, int]]:
+    """The runner's metrics, for diagnostics only (the counts of a run come from its records, RunCounts):
+    namespace → name → sum of the counter's committed value, or of its attempted value where the runner
     reports no committed one.
 
     Runners differ here. Measured with Beam 2.77: the FnApiRunner (DirectRunner in_memory and multi_processing)
@@ -52,33 +55,39 @@ def counters(result, sources: Optional[Dict[str, int]] = None) -> Dict[str, Dict
 
 
 class Summary:
-    def __init__(self, read, written, dead_lettered, rows, elapsed_s, skipped=0, extra=None):
-        self.read, self.written, self.dead_lettered, self.rows = read, written, dead_lettered, rows
-        self.elapsed_s, self.skipped = elapsed_s, skipped
-        self.extra = extra or {}
+    """Counts of one run. `skipped`: documents not read because they are done and unchanged (resume).
+    `changed`: documents read that had been migrated before with other content (their rows were replaced); they
+    are part of `read`. `counts` holds the rest of RunCounts (by stage and reason, rows by table, warnings by
+    field); `extra` what the launcher adds (session, source, target, exit status, progress samples, ...)."""
 
-    def merge(self, other):
-        """The summary of two successive runs (chunks) of one job."""
-        extra = dict(self.extra)
-        for k in ('quality_warnings', 'docs_with_quality_warnings'):
-            extra[k] = extra.get(k, 0) + other.extra.get(k, 0)
-        for k in ('dead_lettered_by_stage',):
-            merged = dict(extra.get(k, {}))
-            for kk, v in other.extra.get(k, {}).items():
-                merged[kk] = merged.get(kk, 0) + v
-            extra[k] = merged
-        counters = {ns: dict(v) for ns, v in extra.get('counters', {}).items()}
-        for ns, v in other.extra.get('counters', {}).items():
-            for kk, n in v.items():
-                counters.setdefault(ns, {})[kk] = counters.get(ns, {}).get(kk, 0) + n
-        extra['counters'] = counters
-        froms = set(filter(None, '+'.join(x.get('metrics_from', '') for x in (self.extra, other.extra)).split('+')))
-        froms.discard('none')
-        if froms or 'metrics_from' in other.extra:
-            extra['metrics_from'] = '+'.join(sorted(froms)) or 'none'
-        return Summary(self.read + other.read, self.written + other.written,
-                       self.dead_lettered + other.dead_lettered, self.rows + other.rows,
-                       self.elapsed_s + other.elapsed_s, self.skipped + other.skipped, extra)
+    def __init__(self, counts: Optional[Dict[str, Any]] = None, elapsed_s: float = 0.0, extra=None):
+        from pipeline.graph import RunCounts
+        self.counts = RunCounts().create_accumulator()
+        if counts:
+            from pipeline.graph import merge_counts
+            merge_counts(self.counts, counts)
+        self.elapsed_s = elapsed_s
+        self.extra = dict(extra or {})
+
+    def __getattr__(self, name):
+        counts = self.__dict__.get('counts')
+        if counts is not None and name in counts:
+            return counts[name]
+        raise AttributeError(name)
+
+    def add(self, counts: Dict[str, Any], elapsed_s: float = 0.0, runner=None) -> 'Summary':
+        """This summary with the counts of one more run (chunk, shard) added; `runner`: that run's runner
+        counters (diagnostics, kept apart under 'counters')."""
+        from pipeline.graph import merge_counts
+        merge_counts(self.counts, counts)
+        self.elapsed_s += elapsed_s
+        if runner:
+            merge_counts(self.extra.setdefault('counters', {}), runner)
+        return self
+
+    @property
+    def warnings(self):
+        return self.counts['quality_warnings']
 
     @property
     def docs_per_min(self):
@@ -90,106 +99,68 @@ class Summary:
 
     def line(self):
         return (f'SUMMARY read={self.read} written={self.written} dead_lettered={self.dead_lettered} '
-                f'rows={self.rows} docs_per_min={self.docs_per_min:.1f}')
+                f'rows={self.rows} docs_per_min={self.docs_per_min:.1f} skipped={self.skipped} '
+                f'changed={self.changed} warnings={self.warnings}')
 
     def as_dict(self):
-        d = {'read': self.read, 'written': self.written, 'dead_lettered': self.dead_lettered, 'rows': self.rows,
+        c = self.counts
+        d = {'read': c['read'], 'written': c['written'], 'dead_lettered': c['dead_lettered'], 'rows': c['rows'],
              'docs_per_min': round(self.docs_per_min, 1), 'elapsed_s': round(self.elapsed_s, 3),
-             'skipped_already_done': self.skipped, 'invariant_holds': self.balanced}
+             'skipped': c['skipped'], 'changed': c['changed'], 'invariant_holds': self.balanced,
+             'quality_warnings': c['quality_warnings'], 'docs_with_quality_warnings': c['docs_with_quality_warnings'],
+             'dead_lettered_by_stage': dict(sorted(c['dead_lettered_by_stage'].items())),
+             'dead_lettered_without_app_id': c['dead_lettered_without_app_id'], 'counts': c}
         d.update(self.extra)
         return d
 
     def write_json(self, path: Optional[str]):
         if path:
-            with open(path, 'w', encoding='utf-8') as f:
-                json.dump(self.as_dict(), f, indent=2, sort_keys=True)
+            _write_text(path, json.dumps(self.as_dict(), indent=2, sort_keys=True, default=str))
 
 
-def summarize(result, elapsed_s) -> Summary:
-    sources: Dict[str, int] = {}
-    c = counters(result, sources)
-    m = c.get('migration', {})
-    late = m.get('docs_skipped_done_late', 0)    # read, parsed, then found done in the ledger (file sources)
-    s = Summary(read=m.get('docs_read', 0) - late, written=m.get('docs_written', 0),
-                dead_lettered=m.get('docs_dead_lettered', 0), rows=m.get('rows_written', 0),
-                elapsed_s=elapsed_s, skipped=m.get('docs_skipped_done', 0) + late)
-    s.extra['dead_lettered_by_stage'] = dict(sorted(c.get('dead_letter_stage', {}).items()))
-    s.extra['quality_warnings'] = m.get('quality_warnings', 0)
-    s.extra['docs_with_quality_warnings'] = m.get('docs_with_quality_warnings', 0)
-    s.extra['counters'] = {ns: dict(sorted(v.items())) for ns, v in sorted(c.items())}
-    s.extra['metrics_from'] = ('+'.join(sorted(sources)) or 'none')
-    if 'attempted' in sources:
-        log.info('%d metric(s) were reported as attempted only by this runner (no committed value)',
-                 sources['attempted'])
-    return s
+def _write_text(path, text):
+    from apache_beam.io.filesystems import FileSystems
+    with FileSystems.create(path) as f:
+        f.write(text.encode('utf-8'))
 
 
-MAX_FAILED_LISTED = 100000
-
-
-def _reason_class(reason):
-    """A reason with its ids and numbers folded, so that reasons can be counted ('con_id N already belongs')."""
-    import re
-    return re.sub(r'\d+', 'N', (reason or '').split('\n')[0])[:120]
-
-
-def write_metrics_json(summary: Summary, path, failures_dir=None):
-    """Everything an operator needs after a run: counts by stage and reason, rows per table, the failed
-    documents (ids, stage, reason; never their contents), elapsed, docs/min, time per stage."""
-    import glob
-    import os
-    failed, by_reason, total_failed = [], {}, 0
-    for fp in sorted(glob.glob(os.path.join(failures_dir, '*'))) if failures_dir else []:
-        with open(fp, encoding='utf-8') as f:
-            for line in f:
-                if not line.strip():
-                    continue
-                rec = json.loads(line)
-                total_failed += 1
-                key = rec.get('stage') or 'unknown'
-                by_reason.setdefault(key, {})
-                rc = _reason_class(rec.get('reason'))
-                by_reason[key][rc] = by_reason[key].get(rc, 0) + 1
-                if len(failed) < MAX_FAILED_LISTED:
-                    failed.append(rec)
-    c = summary.extra.get('counters', {})
-    stage_us = c.get('stage_time_us', {})
-    d = summary.as_dict()
-    d.pop('counters', None)
-    d.update({
-        'dead_lettered_by_stage_and_reason': by_reason,
-        'rows_by_table': dict(sorted(c.get('rows_by_table', {}).items())),
-        'stage_cpu_seconds': {k: round(v / 1e6, 3) for k, v in sorted(stage_us.items())},
-        'failed': failed,
-        'failed_listed': len(failed),
-        'failed_total_in_files': total_failed if failures_dir else None,
-        'counters': c,
-    })
-    with open(path, 'w', encoding='utf-8') as f:
-        json.dump(d, f, indent=2, sort_keys=True, default=str)
-
-
-def merge_metrics_files(paths, total: Summary, out_path):
-    """One --metrics-json for a job run as several shard processes."""
-    import os
-    merged = total.as_dict()
-    merged.pop('counters', None)
-    failed, by_reason, rows, stage = [], {}, {}, {}
+def read_lines(paths: List[str]):
+    """The lines of JSONL files written by the workers (any FileSystems path); missing files are skipped."""
+    from apache_beam.io.filesystems import FileSystems
     for p in paths:
-        if not os.path.exists(p):
+        if not p or not FileSystems.exists(p):
             continue
-        d = json.load(open(p, encoding='utf-8'))
-        failed += d.get('failed', [])
-        for st, reasons in d.get('dead_lettered_by_stage_and_reason', {}).items():
-            for r, n in reasons.items():
-                by_reason.setdefault(st, {})
-                by_reason[st][r] = by_reason[st].get(r, 0) + n
-        for t, n in d.get('rows_by_table', {}).items():
-            rows[t] = rows.get(t, 0) + n
-        for k, v in d.get('stage_cpu_seconds', {}).items():
-            stage[k] = round(stage.get(k, 0) + v, 3)
-    merged.update({'failed': failed[:MAX_FAILED_LISTED], 'failed_listed': min(len(failed), MAX_FAILED_LISTED),
-                   'dead_lettered_by_stage_and_reason': by_reason, 'rows_by_table': dict(sorted(rows.items())),
-                   'stage_cpu_seconds': stage, 'counters': total.extra.get('counters', {})})
-    with open(out_path, 'w', encoding='utf-8') as f:
-        json.dump(merged, f, indent=2, sort_keys=True, default=str)
+        with FileSystems.open(p) as f:
+            for line in f.read().decode('utf-8').splitlines():
+                if line.strip():
+                    yield line
+
+
+def read_counts(path) -> Dict[str, Any]:
+    """The RunCounts one run wrote (one JSON line)."""
+    lines = list(read_lines([path]))
+    if not lines:
+        raise FileNotFoundError(f'the run wrote no counts file at {path}')
+    return json.loads(lines[-1])
+
+
+def metrics(summary: Summary, failure_files: List[str]) -> Dict[str, Any]:
+    """Everything an operator needs after a run: counts by stage and reason, rows per table, warnings by field,
+    and the failed documents (ids, stage, reason; never their contents)."""
+    failed = []
+    total = 0
+    for line in read_lines(failure_files):
+        total += 1
+        if len(failed) < MAX_FAILED_LISTED:
+            failed.append(json.loads(line))
+    c = summary.counts
+    d = summary.as_dict()
+    d.update({'dead_lettered_by_stage_and_reason': c['dead_lettered_by_stage_and_reason'],
+              'rows_by_table': dict(sorted(c['rows_by_table'].items())),
+              'warnings_by_field': dict(sorted(c['warnings_by_field'].items(), key=lambda kv: (-kv[1], kv[0]))),
+              'failed': failed, 'failed_listed': len(failed), 'failed_total': total})
+    return d
+
+
+def write_metrics_json(summary: Summary, path, failure_files=()):
+    _write_text(path, json.dumps(metrics(summary, list(failure_files)), indent=2, sort_keys=True, default=str))

@@ -2,12 +2,19 @@
 import re
 
 # The one line every run ends with (pipeline/summary.py: Summary.line).
-SUMMARY = re.compile(r'^SUMMARY read=(\d+) written=(\d+) dead_lettered=(\d+) rows=(\d+) docs_per_min=([\d.]+)$',
-                     re.M)
+SUMMARY = re.compile(r'^SUMMARY read=(\d+) written=(\d+) dead_lettered=(\d+) rows=(\d+) docs_per_min=([\d.]+) '
+                     r'skipped=(\d+) changed=(\d+) warnings=(\d+)$', re.M)
 
 # The tables contracts/samples/credit_app.json writes.
 SAMPLE_TABLES = ['app_base', 'app_contact_base', 'app_pricing_cc', 'app_contact_address', 'app_contact_employment',
                  'app_historical_lookup', 'scores']
+
+
+def changed_count(out):
+    """changed= of a run's SUMMARY line."""
+    m = SUMMARY.search(out)
+    assert m, f'no SUMMARY line in output: {out[-2000:]}'
+    return int(m.group(7))
 
 
 def summary_counts(out):
@@ -25,5 +32,23 @@ def sample_table_counts(db_path):
     conn = sqlite3.connect(db_path)
     try:
         return {t: conn.execute(f'SELECT COUNT(*) FROM {t}').fetchone()[0] for t in SAMPLE_TABLES}
+    finally:
+        conn.close()
+
+
+def sample_table_contents(db_path):
+    """Every row of the sample-contract tables of a SQLite target (sorted, without generated columns) and the
+    ledger's (app_id, status, stage): two targets that compare equal hold the same migration."""
+    import sqlite3
+    conn = sqlite3.connect(db_path)
+    try:
+        out = {}
+        for t in SAMPLE_TABLES:
+            cols = [r[1] for r in conn.execute(f'PRAGMA table_info({t})') if r[1] not in ('rowstamp', 'id',
+                                                                                            'created_at')]
+            out[t] = sorted(map(repr, conn.execute(f'SELECT {", ".join(cols)} FROM {t}')))
+        out['ledger'] = sorted(conn.execute('SELECT app_id, status, stage FROM processing_log'))
+        out['dead_letter'] = sorted(set(conn.execute('SELECT source, app_id, stage FROM dead_letter')))
+        return out
     finally:
         conn.close()

@@ -11,7 +11,7 @@ import sqlite3
 import pytest
 
 from pipeline.cli import main as cli
-from pipeline.generate import write_xml_folder
+from contracts.samples.generate import write_xml_folder
 
 SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'contracts', 'samples',
                       'credit_app.json')

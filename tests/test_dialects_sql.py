@@ -1,5 +1,6 @@
 """Dialect SQL: identifiers, T-SQL generation (parsed by sqlglot tsql + golden files), DDL on all dialects,
 error classification and message scrubbing, targets."""
+import json
 import os
 import sqlite3
 
@@ -7,11 +8,13 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
-from pipeline.db.ddl import ddl_statements
-from pipeline.db.dialects import DATA, FATAL, TRANSIENT, DialectError, get_dialect, scrub_message
-from pipeline.db.meta import MetaError, check_columns, fk_tiers, load_table_spec
-from pipeline.db.targets import TargetError, parse_target
+from transforms.sql.ddl import ddl_statements
+from transforms.sql.dialects import DATA, FATAL, TRANSIENT, DialectError, get_dialect, scrub_message
+from transforms.sql.meta import MetaError, fk_tiers, load_table_spec
+from transforms.sql.targets import TargetError, parse_target
 from test_sink_helpers import PG_URL, SEED_TABLES, SKIP, SPEC, TABLES, DB
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 GOLDEN = os.path.join(os.path.dirname(__file__), 'golden')
 UPDATE = os.environ.get('UPDATE_GOLDEN') == '1'
@@ -103,12 +106,31 @@ def test_seed_tables_ddl_all_dialects(tmp_path):
     assert tiers[1][0] == 'app_contact_base' and tiers[2] == ['app_contact_address', 'app_contact_employment']
 
 
-def test_check_columns_names_table_and_column():
-    metas = load_table_spec(SPEC)
-    check_columns({'app_base': ['app_id', 'ip_address']}, metas)
-    with pytest.raises(MetaError, match=r'app_base\.nope: column not found.*app_contact_base\.ssn_last_4: is a '
-                                        r'computed'):
-        check_columns({'app_base': ['app_id', 'nope'], 'app_contact_base': ['ssn_last_4']}, metas)
+def test_column_problems_name_table_and_column():
+    """The contract's columns against the live tables, before any data moves: one line per problem."""
+    import copy
+    from contracts import load_contract
+    from transforms.sql.checks import column_problems
+    spec = json.load(open(os.path.join(ROOT, 'contracts', 'samples', 'credit_app_tables.json')))
+    spec['tables']['app_contact_base']['columns'].append({'name': 'ssn_last_4', 'type': 'as', 'nullable': True})
+    metas = load_table_spec(spec)
+    base = json.load(open(os.path.join(ROOT, 'contracts', 'samples', 'credit_app.json')))
+    assert column_problems(load_contract(base), metas) == []
+    c = copy.deepcopy(base)
+    ms = c['mappings']
+    first = next(m for m in ms if m['target_table'] == 'app_contact_base' and m['target_column'] == 'first_name')
+    first['data_length'] = 5000
+    email = next(m for m in ms if m['target_column'] == 'email')
+    email['target_column'] = 'nope'
+    ssn = next(m for m in ms if m['target_column'] == 'ssn')
+    ssn['target_column'] = 'ssn_last_4'
+    phone = next(m for m in ms if m['target_column'] == 'home_phone')
+    phone['data_type'] = 'datetime'
+    probs = column_problems(load_contract(c), metas)
+    assert 'app_contact_base.nope: column not found in the target table' in probs
+    assert 'app_contact_base.ssn_last_4: is a computed column in the target table' in probs
+    assert any(p.startswith('app_contact_base.first_name: data_length 5000 but the column is varchar(') for p in probs)
+    assert any(p.startswith('app_contact_base.home_phone: the contract writes datetime values into a') for p in probs)
 
 
 def test_introspection_sqlite_matches_spec(tmp_path):
@@ -119,7 +141,7 @@ def test_introspection_sqlite_matches_spec(tmp_path):
     assert [fk.references for fk in cb.foreign_keys] == ['app_base']
     assert not cb.column('first_name').nullable and cb.column('ssn_last_4') is None
     assert fk_tiers(metas, TABLES) == [['app_base'], ['app_contact_base'], ['app_contact_address']]
-    from pipeline.db.meta import introspect
+    from transforms.sql.introspect import introspect
     with pytest.raises(MetaError, match='not found.*nope'):
         introspect(d.target.connect(), 'sqlite', None, ['app_base', 'nope'])
 
@@ -199,3 +221,135 @@ def test_pg_connect_errors_hide_password():
     assert 'server unreachable' in str(ei.value)
     pw = [p.split('=', 1)[1] for p in closed.split(';') if p.lower().startswith('pwd=')][0]
     assert pw not in str(ei.value)
+
+
+# ------------------------------------------------------------------ ledger, dead letters, resume, upgrade (T-SQL)
+
+def _tsql(text):
+    """Every statement of `text` parsed by sqlglot's T-SQL dialect (raises on a syntax error)."""
+    return [s for s in sqlglot.parse(text, read='tsql') if s is not None]
+
+
+def test_tsql_ledger_and_dead_letter_upserts_parse_and_match_golden():
+    """processing_log is upserted on its unique app_id, dead_letter on its unique doc_key with attempts added."""
+    from transforms.sql.ddl import project_metas
+    from transforms.sink import DEAD_LETTER_COLUMNS, LEDGER_COLUMNS, keyed_view
+    d = get_dialect('mssql')
+    metas = project_metas('migration')
+    ledger = d.upsert_script(keyed_view(metas['processing_log'], LEDGER_COLUMNS, 'app_id'), list(LEDGER_COLUMNS),
+                             owner_check=False)
+    dead = d.upsert_script(keyed_view(metas['dead_letter'], DEAD_LETTER_COLUMNS, 'doc_key'),
+                           list(DEAD_LETTER_COLUMNS), increments=('attempts',), owner_check=False)
+    golden('mssql_upsert_processing_log.sql', ledger)
+    golden('mssql_upsert_dead_letter.sql', dead)
+    for text, key in ((ledger, 'app_id'), (dead, 'doc_key')):
+        merge = [s for s in _tsql(text) if isinstance(s, exp.Merge)]
+        assert len(merge) == 1
+        assert f'ON tgt.[{key}] = src.[{key}]' in text
+        assert 'IDENTITY_INSERT' not in text and 'log_id' not in text and '[id]' not in text
+    assert 'tgt.[attempts] = tgt.[attempts] + src.[attempts]' in dead
+    assert 'WHEN MATCHED THEN UPDATE SET' in ledger            # no owner condition on the project's own tables
+    assert 'created_at' not in dead                            # first seen: set on insert only, by its default
+
+
+def test_tsql_resume_page_reads_hashes_first_then_the_xml():
+    from transforms.io.sources import ReadOptions
+    from transforms.io.tables import TableSpec, _Query
+    q = _Query(TableSpec('odbc:x', 'app_xml', 'xml', 'migration'), get_dialect('mssql'),
+               ReadOptions(shard_count=2, shard_index=1))
+    keys, keys_params = q.page(100, 900, 50, xml=False)
+    hashes, hashes_params = q.hashes([101, 102])
+    fetch, fetch_params = q.fetch([101, 105, 106])
+    text = keys + ';\n' + hashes + ';\n' + fetch + ';\n'
+    golden('mssql_source_page_resume.sql', text)
+    for st in _tsql(text):
+        assert isinstance(st, exp.Select)
+    assert keys.startswith('SELECT TOP (50) [app_id] FROM') and 'HASHBYTES' not in keys and '[xml]' not in keys
+    assert hashes.startswith("SELECT [app_id], LOWER(CONVERT(varchar(64), HASHBYTES('SHA2_256', CAST([xml] AS "
+                             "nvarchar(max))), 2)) FROM")
+    assert keys.count('?') == len(keys_params) and hashes.count('?') == len(hashes_params) == 4
+    assert fetch.count('?') == len(fetch_params) == 5
+    assert fetch.endswith('ORDER BY [app_id]') and 'HASHBYTES' in fetch and '[xml] FROM' in fetch
+
+
+def test_tsql_upgrade_and_replace_statements_parse_and_match_golden():
+    """What `create-tables` runs on a target an earlier version created, and the DELETEs that replace the rows of
+    re-migrated documents (children first)."""
+    from transforms.sql.ddl import project_index_statements
+    from transforms.sql.meta import ColumnMeta
+    from transforms.sql.upgrade import add_column_sql, dead_letter_backfill_sql, dedupe_processing_log_sql
+    from transforms.sink import delete_plan
+    d = get_dialect('mssql')
+    stmts = [add_column_sql(d, 'processing_log', ColumnMeta('content_hash', 'varchar(64)'), 'migration') + ';',
+             add_column_sql(d, 'dead_letter', ColumnMeta('attempts', 'int', False, default='(1)'), 'migration') + ';',
+             dedupe_processing_log_sql(d, 'migration') + ';']
+    stmts += [s + ';' for s in dead_letter_backfill_sql(d, 'migration', 3)]
+    stmts += project_index_statements(d, 'processing_log', 'migration')
+    stmts += project_index_statements(d, 'dead_letter', 'migration')
+    metas = load_table_spec(SPEC, 'migration')
+    tiers = fk_tiers(metas, TABLES)
+    stmts += [sql + ';' for _, sql in delete_plan(metas, tiers, 'mssql', n_ids=3)]
+    text = '\n'.join(stmts) + '\n'
+    golden('mssql_upgrade_and_replace.sql', text)
+    parsed = [p for st in stmts for p in _tsql(st)]
+    assert len(parsed) >= len(stmts)
+    assert 'ALTER TABLE [migration].[dead_letter] ADD [attempts] int NOT NULL DEFAULT 1;' in text
+    assert 'CREATE UNIQUE INDEX [ux_processing_log_app_id] ON [migration].[processing_log] ([app_id])' in text
+    order = [t for t, _ in delete_plan(metas, tiers, 'mssql')]
+    assert order == ['app_contact_address', 'app_contact_base', 'app_base']       # children first
+    assert 'WHERE [app_id] IN (?, ?, ?)' in text
+
+
+def test_content_hash_sql_matches_python_on_sqlite_and_in_text():
+    from transforms.sql.targets import sha256_hex
+    t = parse_target('sqlite:///:memory:')
+    conn = t.connect()
+    doc = '<Provenir>é\u20ac</Provenir>'
+    q = get_dialect('sqlite').content_hash_sql('?')
+    assert conn.execute(f'SELECT {q}', (doc,)).fetchone()[0] == sha256_hex(doc) == sha256_hex(doc.encode('utf-8'))
+    assert conn.execute(f'SELECT {q}', (None,)).fetchone()[0] is None
+    conn.close()
+    assert get_dialect('postgresql').content_hash_sql('"xml"') == \
+        "encode(sha256(convert_to(CAST(\"xml\" AS text), 'UTF8')), 'hex')"
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not PG_URL, reason='XMLSQL_TEST_PG is not set: PostgreSQL tests skipped')
+def test_content_hash_sql_matches_python_on_postgres():
+    from transforms.sql.targets import sha256_hex
+    conn = parse_target(PG_URL).connect()
+    try:
+        cur = conn.cursor()
+        doc = '<Provenir>é\u20ac ' + 'x' * 5000 + '</Provenir>'
+        cur.execute(f"SELECT {get_dialect('postgresql').content_hash_sql('CAST(? AS text)')}", (doc,))
+        assert cur.fetchone()[0] == sha256_hex(doc)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize('col,value,problem', [
+    (('con_id', 'int'), 3_000_000_000, 'value out of range for int'),
+    (('con_id', 'int'), -2 ** 31, None),
+    (('con_id', 'INTEGER'), 3_000_000_000, None),                          # SQLite's own 64-bit INTEGER
+    (('con_id', 'INTEGER'), 12345678901234567890, 'value out of range for integer (64-bit)'),
+    (('n', 'smallint'), 40000, 'value out of range for smallint'),
+    (('n', 'tinyint'), -1, 'value out of range for tinyint'),
+    (('n', 'bigint'), 2 ** 63, 'value out of range for bigint'),
+    (('f', 'bit'), 2, 'value out of range for bit (0 or 1)'),
+    (('f', 'bit'), True, None),
+    (('a', 'decimal(5,2)'), 1000.0, 'value out of range for decimal(5,2)'),
+    (('a', 'numeric(5,2)'), 999.99, None),
+    (('s', 'varchar(3)'), 'abcd', 'value longer than varchar(3) allows'),
+    (('s', 'varchar(max)'), 'a' * 10000, None),
+    (('s', 'varchar(3)'), 12345678901234567890, 'value out of range for a 64-bit integer'),
+    (('d', 'datetime2(7)'), 'x', None),
+    (('i', 'int'), 'not a number', None),          # left to the database (a conversion error, isolated there)
+])
+def test_value_checks_name_the_problem_never_the_value(col, value, problem):
+    from transforms.sql.meta import ColumnMeta
+    from transforms.sql.values import column_check
+    chk = column_check(ColumnMeta(*col), 'sqlite')
+    got = chk(value) if chk else None
+    assert got == problem
+    if got:
+        assert str(value) not in got

@@ -444,6 +444,12 @@ class TestArithmetic:
         assert ev(e, basis="HOURLY", salary="25") == "25"  # plain reference: raw string
         assert ev(e, basis="ANNUM") is None
 
+    def test_whitespace_only_operand_is_empty(self):
+        """A whitespace-only attribute is empty (result NULL), as an empty one, not 0."""
+        assert ev("a + 1", a="   ") is None
+        assert ev("a * 12", a="\t") is None
+        assert ev("a - b", a="5", b=" ") is None
+
     def test_division_by_zero_is_none(self):
         assert ev("a / b", a="1", b="0") is None
         assert ev("a / b", a="1", b="0.0") is None
@@ -452,7 +458,12 @@ class TestArithmetic:
 
     def test_overflow_and_special_floats_do_not_raise(self):
         assert ev("a * 10", a="1e308") == math.inf
-        assert ev("a * b", a="inf", b="0") != ev("a * b", a="inf", b="0")  # nan
+        # 'inf', 'nan', other Unicode digits and underscores are not numbers (ASCII digits only): junk -> 0.0
+        assert ev("a * b", a="inf", b="0") == 0.0
+        assert ev("a + 1", a="nan") == 1.0
+        assert ev("a + 1", a="\u0663") == 1.0        # ARABIC-INDIC DIGIT THREE
+        assert ev("a + 1", a="1_000") == 1.0
+        assert ev("a + 1", a="\u00b2") == 1.0        # SUPERSCRIPT TWO
         big = "9" * 400
         assert ev(f"{big} * a", a="1.5") is None  # int too large for float
         assert ev(f"{big} + 1") == int(big) + 1

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from apache_beam.pvalue import TaggedOutput
 
 from contracts import compile_contract, load_contract
-from pipeline.cli import resolve_contract_path
-from pipeline.generate import generate_documents
+from pipeline.config import resolve_sample as resolve_contract_path
+from contracts.samples.generate import generate_documents
 from transforms.errors import StageError
 from transforms.map import MapFn, map_document
 from transforms.parse import _LIBXML_LIMITS, ParsedDoc, ParseFn, ParseSpec, parse_document

@@ -13,8 +13,8 @@ import time
 import pytest
 from lxml import etree
 
-from pipeline import generate
-from pipeline.generate import generate_documents, write_sqlite_source, write_xml_folder
+from contracts.samples import generate
+from contracts.samples.generate import generate_documents, write_sqlite_source, write_xml_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONTRACT_PATH = os.path.join(ROOT, 'contracts', 'samples', 'credit_app.json')

@@ -23,7 +23,7 @@ import time
 import psutil
 import pytest
 
-from pipeline.generate import generate_documents
+from contracts.samples.generate import generate_documents
 from transforms.errors import StageError
 from transforms.parse import ParseSpec, parse_document
 from transforms.records import Doc
@@ -87,7 +87,7 @@ class Case:
 
 def hostile_cases(port):
     """Every hostile case: (file name, bytes, expected outcome 'dead'|'written', stage, reason substring)."""
-    docs = base_documents(30, 910000)
+    docs = base_documents(40, 910000)
     ids = iter(sorted(docs))
 
     def nxt():
@@ -153,14 +153,28 @@ def hostile_cases(port):
     dead('huge_200mb.xml', big, 'validation', 'over the limit of 16.0 MB (--max-doc-mb)')
     rng = random.Random(3)
     dead('binary.xml', b'\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR' + bytes(rng.randrange(256) for _ in range(4000)),
-         'validation', 'text is neither UTF-8 nor cp1252')
+         'validation', 'not valid UTF-8: invalid byte sequence at byte offset 0')
     dead('nul_bytes.xml', b'<Provenir>\x00\x00\x00</Provenir>', 'validation', 'NUL characters')
     dead('not_xml.xml', 'app_id,name\n1,hello\n', 'validation', 'not XML: text does not start with "<"')
     dead('empty.xml', b'', 'validation', 'document is empty')
     dead('whitespace.xml', b' \r\n\t \n', 'validation', 'document is empty')
     _, x = nxt()
     dead('undefined_cp1252_bytes.xml', _in_application(x, 'n="CafXX"').encode().replace(b'CafXX', b'Caf\x81\x8d'),
-         'validation', 'neither UTF-8 nor cp1252')
+         'validation', 'not valid UTF-8: invalid byte sequence at byte offset')
+    # One bad byte in a UTF-8 document full of accents: never re-decoded as cp1252 (that garbled every accent)
+    for name, bad in (('utf8_one_ff.xml', b'\xff'), ('utf8_surrogate.xml', b'\xed\xa0\x80'),
+                      ('utf8_overlong_nul.xml', b'\xc0\x80')):
+        _, x = nxt()
+        body = _in_application(x, 'a="Große Straße" n="Caf\u00e9XX"').encode('utf-8').replace(b'XX', bad)
+        dead(name, body, 'validation', 'not valid UTF-8: invalid byte sequence at byte offset')
+    _, x = nxt()
+    dead('invalid_utf8_cp1252.xml', _in_application(x, 'note="Caf\u00e9"').encode('cp1252', 'xmlcharrefreplace'),
+         'validation',
+         'not valid UTF-8: invalid byte sequence at byte offset')
+    for enc in ('punycode', 'unicode_escape', 'idna', 'utf-7'):
+        _, x = nxt()
+        dead(f'encoding_{enc}.xml', (f'<?xml version="1.0" encoding="{enc}"?>' + x).encode('ascii', 'replace'),
+             'validation', f"encoding '{enc}' in the XML declaration is not accepted")
     _, x = nxt()
     dead('utf16_odd_length.xml', codecs.BOM_UTF16_LE + x.encode('utf-16-le') + b'\x00', 'validation',
          'not valid UTF-16')
@@ -185,7 +199,8 @@ def hostile_cases(port):
     written('latin1_declared.xml', ('<?xml version="1.0" encoding="ISO-8859-1"?>' +
                                     _in_application(x, 'note="Müller"')).encode('latin-1'))
     _, x = nxt()
-    written('invalid_utf8_cp1252.xml', _in_application(x, 'note="Caf\u00e9"').encode('cp1252'))
+    written('cp1252_declared.xml', ('<?xml version="1.0" encoding="windows-1252"?>' + _in_application(
+        x, 'note="Caf\u00e9 \u20ac"')).encode('cp1252', 'xmlcharrefreplace'))
     _, x = nxt()
     written('xinclude_inert.xml', _in_custdata(
         x, '<xi:include xmlns:xi="http://www.w3.org/2001/XInclude" href="file:///etc/passwd" parse="text"/>'
@@ -194,7 +209,7 @@ def hostile_cases(port):
     # The duplicate: the kept one sorts first ('dup_a' < 'dup_b').
     a, x = nxt()
     written('dup_a.xml', x)
-    dead('dup_b.xml', x, 'validation', f'duplicate app_id in this run (app_id {a}, kept dup_a.xml)')
+    dead('dup_b.xml', x, 'dedupe', f'duplicate app_id in this run (app_id {a}, kept dup_a.xml)')
     return cases
 
 
@@ -304,7 +319,8 @@ def folder_run(tmp_path_factory):
         dl = str(d / 'dead.jsonl')
         argv = ['run', '--contract', 'credit_app', '--source', str(folder), '--target', f'sqlite:///{db}',
                 '--tables', 'credit_app_tables', '--create-tables', '--dead-letter', dl,
-                '--progress-seconds', '0', '--log-level', 'DEBUG']
+                '--progress-seconds', '0', '--log-level', 'DEBUG',
+                '--max-dead-letter-rate', '1']        # the corpus is mostly hostile on purpose
         rc, out, err, peak, elapsed = run_measured(argv + ['--session-id', str(d / 'run')])
         time.sleep(0.3)
         connections = listener.connections
@@ -412,7 +428,8 @@ def table_run(tmp_path_factory):
     db = str(d / 'target.db')
     argv = ['run', '--contract', 'credit_app', '--source', f'sqlite:///{src}', '--target', f'sqlite:///{db}',
             '--tables', 'credit_app_tables', '--create-tables', '--dead-letter', str(d / 'dead.jsonl'),
-            '--progress-seconds', '0', '--partitions', '3', '--fetch-size', '4']
+            '--progress-seconds', '0', '--partitions', '3', '--fetch-size', '4',
+            '--max-dead-letter-rate', '1']            # most rows are bad on purpose
     rc, out, err, peak, elapsed = run_measured(argv + ['--session-id', str(d / 'run')])
     return dict(rc=rc, out=out, err=err, db=db, expect=expect, n_rows=len(rows), n_ok=6)
 
@@ -491,7 +508,7 @@ def test_attribute_count_ignores_long_text_and_sees_gt_inside_values():
 @pytest.mark.parametrize('payload, reason', [
     (codecs.BOM_UTF32_LE + '<Provenir/>'.encode('utf-32-le'), None),
     (b'<?xml version="1.0" encoding="utf-16"?><Provenir/>', None),            # a declaration that lies
-    (b'<?xml version="1.0" encoding="x-klingon"?><Provenir/>', None),         # an unknown one
+    (b'<?xml version="1.0" encoding="x-klingon"?><Provenir/>', "unknown encoding 'x-klingon'"),
     (b'<!-- c --><?pi x?><Provenir/>', 'processing instruction <?pi?>'),
     (b'<Provenir><![CDATA[ <?not-a-pi?> ]]><!-- <?nor-this?> --></Provenir>', None),
     (b'<Provenir><x/><?target data?></Provenir>', 'processing instruction <?target?>'),

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from pipeline.generate import write_sqlite_source
+from contracts.samples.generate import write_sqlite_source
 from helpers import SAMPLE_TABLES, sample_table_counts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -8,8 +8,8 @@ their proxies differently. Expectations here are computed from the XML with plai
 from lxml import etree
 
 from contracts import compile_contract, load_contract
-from pipeline.cli import resolve_contract_path
-from pipeline.generate import generate_documents
+from pipeline.config import resolve_sample as resolve_contract_path
+from contracts.samples.generate import generate_documents
 
 
 def _int(v):

@@ -335,19 +335,36 @@ def test_curr_address_only_uses_the_rows_own_contact():
 # ---------------------------------------------------------------------------------------------------------------------
 # child rows
 
-def test_address_rows_filter_empty_records_and_duplicates():
+def test_address_rows_filter_empty_records():
     c = cc_contract()
     x = PR.format('<contact_address address_tp_c="CURR" city="PROVO" zip="01106"/>'
                   '<contact_address address_tp_c="PREV"/>'                   # keys + defaults only: not written
-                  '<contact_address address_tp_c="CURR" city="OREM"/>'       # second CURR: dropped
                   '<contact_address address_tp_c="HOME" city="X"/>'          # type not in the rule
                   '<contact_address address_tp_c="prev" city="" zip="84"/>')
     r = run(c, doc(contacts=x))
     assert r.rows['app_contact_address'] == [
         {'address_type_enum': 320, 'city': 'PROVO', 'zip': '01106', 'con_id': 11},
         {'address_type_enum': 321, 'city': 'MISSING', 'zip': '84', 'con_id': 11}]
-    assert r.warnings == ['app_contact_address: a second contact_address of the same type for one con_id was '
-                          'dropped']
+    assert r.warnings == []
+
+
+def test_two_different_rows_with_one_key_fail_the_document():
+    """A second CURR address of one contact with other data would share the row's primary key (con_id, type): one
+    of them would silently replace the other. The document fails, naming the table and the key."""
+    c = cc_contract()
+    x = PR.format('<contact_address address_tp_c="CURR" city="PROVO" zip="01106"/>'
+                  '<contact_address address_tp_c="CURR" city="OREM"/>')
+    with pytest.raises(MappingError, match=r'app_contact_address: two different rows with the same key '
+                                           r'\(con_id, address_type_enum\)'):
+        run(c, doc(contacts=x))
+
+
+def test_identical_repeated_rows_collapse_into_one():
+    c = cc_contract()
+    a = '<contact_address address_tp_c="CURR" city="PROVO" zip="01106"/>'
+    r = run(c, doc(contacts=PR.format(a + a)))
+    assert r.rows['app_contact_address'] == [{'address_type_enum': 320, 'city': 'PROVO', 'zip': '01106',
+                                              'con_id': 11}]
 
 
 def test_employment_with_only_zero_amounts_is_not_written():

@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from pipeline.cli import main as cli
-from pipeline.generate import write_sqlite_source
+from contracts.samples.generate import write_sqlite_source
 from helpers import summary_counts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -109,9 +109,10 @@ def test_cc_corpus_into_postgres_counts_rerun_and_resume(tmp_path, capsys, schem
     assert [tuple(r) for r in log] == [('failed', 1, 1), ('success', 163, 163)]   # bloat.xml has no app_id
     conn.close()
 
-    # Again, resuming: the 163 successes are skipped, the 2 failures are tried again and fail again.
+    # Again, resuming: the 163 successes are skipped, the 2 failures are tried again and fail again: read 2,
+    # wrote none, so exit 4 (README: exit status).
     rc, s = run(capsys, *common)
-    assert rc == 0 and (s['read'], s['written'], s['dead']) == (2, 0, 2)
+    assert rc == 4 and (s['read'], s['written'], s['dead']) == (2, 0, 2)
     assert table_counts(schema, tables) == expected
     # Again, everything: upserts, nothing new.
     rc, s = run(capsys, *common, '--no-resume', '--batch-size', '7')
@@ -195,7 +196,7 @@ def test_generated_documents_into_postgres(tmp_path, capsys, schema):
 
 def test_postgres_table_as_the_source_with_partitions_and_shards(tmp_path, capsys, schema):
     """Read app_id, xml from a PostgreSQL table (keyset pages per partition), write to SQLite."""
-    from pipeline.generate import generate_documents
+    from contracts.samples.generate import generate_documents
     conn = pg_conn()
     conn.execute(f'CREATE TABLE {schema}.app_xml (app_id integer PRIMARY KEY, xml text)')
     docs = list(generate_documents(90, seed=8))

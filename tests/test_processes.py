@@ -5,7 +5,7 @@ import sqlite3
 import pytest
 
 from pipeline.cli import main as cli
-from pipeline.generate import write_sqlite_source, write_xml_folder
+from contracts.samples.generate import write_sqlite_source, write_xml_folder
 from helpers import SAMPLE_TABLES, summary_counts
 
 TABLES = SAMPLE_TABLES
@@ -20,7 +20,8 @@ def contents(db):
     try:
         out = {}
         for t in TABLES + ['dead_letter']:
-            cols = [r[1] for r in c.execute(f'PRAGMA table_info({t})') if r[1] not in ('rowstamp', 'id', 'created_at')]
+            cols = [r[1] for r in c.execute(f'PRAGMA table_info({t})')
+                    if r[1] not in ('rowstamp', 'id', 'created_at', 'last_seen_at', 'session_id')]   # time, run
             out[t] = sorted(map(repr, c.execute(f'SELECT {", ".join(cols)} FROM {t}')))
         out['ledger'] = sorted(c.execute('SELECT app_id, status, stage FROM processing_log'))
         return out
@@ -48,10 +49,14 @@ def test_shard_processes_write_what_one_process_writes(tmp_path, capsys, kind):
     assert len(dl) == three[2] and all(d['reason'] and d['stage'] for d in dl)
     m = json.load(open(tmp_path / 'm.json'))
     assert (m['read'], m['written'], m['dead_lettered']) == three[:3] and len(m['failed']) == three[2]
-    # A second run with processes resumes: only the failed documents are read again.
-    assert cli(['run', *common[:4], '--target', f'sqlite:///{tmp_path}/three.db', '--processes', '2']) == 0
-    again = summary(capsys)
+    # A second run with processes resumes: only the failed documents are read again. They fail again, so this
+    # run read documents and wrote none: exit 4 with one line (from the launcher, not one per shard).
+    assert cli(['run', *common[:4], '--target', f'sqlite:///{tmp_path}/three.db', '--processes', '2']) == 4
+    cap = capsys.readouterr()
+    again = summary_counts(cap.out)
     assert again[0] == three[2] and again[1] == 0
+    errors = [ln for ln in cap.err.splitlines() if 'error:' in ln]
+    assert len(errors) == 1 and errors[0].startswith('error: none of the'), cap.err[-2000:]
 
 
 def test_processes_refuses_what_it_cannot_split(tmp_path, capsys):

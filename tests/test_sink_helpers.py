@@ -6,9 +6,9 @@ import uuid
 
 import pytest
 
-from pipeline.db.ddl import create_tables
-from pipeline.db.meta import introspect
-from pipeline.db.targets import parse_target
+from transforms.sql.upgrade import create_tables
+from transforms.sql.introspect import introspect
+from transforms.sql.targets import parse_target
 
 PG_URL = os.environ.get('XMLSQL_TEST_PG')
 SEED_TABLES = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'seed-corpus', 'cc', 'tables.json')

@@ -9,8 +9,9 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.sources import (FileSource, ReadOptions, SourceError, TableSource, TableSpec, list_xml_files,
-                              split_range)
+from transforms.io.files import FileSource, list_xml_files
+from transforms.io.sources import ReadOptions, SourceError
+from transforms.io.tables import TableSource, TableSpec, split_range
 
 
 def test_split_range_covers_every_id_once():
@@ -44,7 +45,7 @@ def test_partitioned_read_returns_every_row_exactly_once(source_db, partitions):
     src = TableSource(TableSpec(url=f'sqlite:///{path}', table='app_xml', column='xml', schema=None), opts)
     assert src.expected == len(ids)
     with BeamTestPipeline(runner=FnApiRunner()) as p:
-        got = p | src.transform() | beam.Map(lambda d: d.app_id)
+        got = (p | src.read()).docs | beam.Map(lambda d: d.app_id)
         assert_that(got, equal_to(ids))
 
 
@@ -60,7 +61,7 @@ def test_ranges_and_shards_are_honoured(source_db, opts, expect):
     want = [i for i in ids if expect(i)]
     assert src.expected == len(want)
     with BeamTestPipeline(runner=FnApiRunner()) as p:
-        assert_that(p | src.transform() | beam.Map(lambda d: d.app_id), equal_to(want))
+        assert_that((p | src.read()).docs | beam.Map(lambda d: d.app_id), equal_to(want))
 
 
 def test_limit_takes_the_lowest_app_ids(source_db):
@@ -69,7 +70,7 @@ def test_limit_takes_the_lowest_app_ids(source_db):
                       ReadOptions(partitions=5, limit=25, resume=False))
     assert src.expected == 25
     with BeamTestPipeline(runner=FnApiRunner()) as p:
-        assert_that(p | src.transform() | beam.Map(lambda d: d.app_id), equal_to(sorted(ids)[:25]))
+        assert_that((p | src.read()).docs | beam.Map(lambda d: d.app_id), equal_to(sorted(ids)[:25]))
 
 
 def test_missing_source_table_is_a_clear_error(source_db):
@@ -87,7 +88,7 @@ def test_file_source_reads_folders_and_globs(tmp_path):
     src = FileSource(str(tmp_path), limit=2)
     assert src.expected == 2
     with BeamTestPipeline(runner=FnApiRunner()) as p:
-        assert_that(p | src.transform() | beam.Map(lambda d: (d.source, d.xml)),
+        assert_that((p | src.read()).docs | beam.Map(lambda d: (d.source, d.xml)),
                     equal_to([('d0.xml', b'<a n="0"/>'), ('d1.xml', b'<a n="1"/>')]))
     assert src.fetcher()('d1.xml') == b'<a n="1"/>'
     with pytest.raises(SourceError, match='no .xml files'):
@@ -104,7 +105,7 @@ def test_chunks_cover_the_source_once_in_bounded_runs(source_db, chunk_docs):
     assert all(c.expected <= chunk_docs for c in chunks)
     for c in chunks[:4] + chunks[-2:]:   # reading every 1-doc chunk would take long; ranges are checked below
         with BeamTestPipeline(runner=FnApiRunner()) as p:
-            assert_that(p | c.transform() | beam.Map(lambda d: d.app_id),
+            assert_that((p | c.read()).docs | beam.Map(lambda d: d.app_id),
                         equal_to([i for i in ids if c.partitions[0].lo < i <= c.partitions[-1].hi]))
     bounds = [(c.partitions[0].lo, c.partitions[-1].hi) for c in chunks]
     assert bounds[0][0] < min(ids) and bounds[-1][1] == max(ids)
@@ -118,19 +119,22 @@ def test_source_queries_parse_in_each_dialect(dialect, read):
     """SQL Server cannot run here: its source queries (TOP, OFFSET/FETCH, bracket quoting) are checked by a real
     T-SQL parser, as are the other dialects' by theirs."""
     import sqlglot
-    from pipeline.db.dialects import get_dialect
-    from pipeline.sources import _Query
+    from transforms.sql.dialects import get_dialect
+    from transforms.io.tables import _Query
     spec = TableSpec(url='x', table='app_xml_staging', column='app_XML', schema='migration')
     q = _Query(spec, get_dialect(dialect), ReadOptions(app_id_start=10, app_id_end=500, shard_count=4,
                                                        shard_index=1))
-    for sql, params in [q.bounds(), q.nth_id(25), q.page(99, 500, 100), q.nth_after(99, 500, 25)]:
+    for sql, params in [q.bounds(), q.nth_id(25), q.page(99, 500, 100), q.nth_after(99, 500, 25),
+                        q.page(99, 500, 100, xml=False), q.hashes([101, 102]), q.fetch([101, 102, 103])]:
         tree = sqlglot.parse_one(sql.replace('?', '1'), read=read)
         tables = {t.name for t in tree.find_all(sqlglot.exp.Table)}
         assert tables == {'app_xml_staging'}, sql
         assert sql.count('?') == len(params)
     page = q.page(99, 500, 100)[0]
     if dialect == 'mssql':
-        assert page.startswith('SELECT TOP (100) [app_id], [app_XML] FROM [migration].[app_xml_staging]')
+        # app_id, the content hash computed by the server (resume compares it with the ledger), the XML
+        assert page.startswith("SELECT TOP (100) [app_id], LOWER(CONVERT(varchar(64), HASHBYTES('SHA2_256', "
+                               "CAST([app_XML] AS nvarchar(max))), 2)), [app_XML] FROM [migration].[app_xml_staging]")
         assert 'OFFSET' not in page
     else:
         assert page.endswith('ORDER BY "app_id" LIMIT 100')
@@ -149,4 +153,4 @@ def test_keyset_pages_never_skip_rows_of_a_repeated_app_id(tmp_path, fetch_size)
     src = TableSource(TableSpec(url=f'sqlite:///{path}', table='app_xml', column='xml', schema=None),
                       ReadOptions(partitions=2, fetch_size=fetch_size, resume=False))
     with BeamTestPipeline(runner=FnApiRunner()) as p:
-        assert_that(p | src.transform() | beam.Map(lambda d: (d.app_id, d.xml)), equal_to(rows))
+        assert_that((p | src.read()).docs | beam.Map(lambda d: (d.app_id, d.xml)), equal_to(rows))

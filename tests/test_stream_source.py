@@ -7,8 +7,8 @@ import sys
 
 
 from pipeline.cli import main as cli
-from pipeline.generate import generate_documents
-from pipeline.stream_source import StreamFileSource, count_records
+from contracts.samples.generate import generate_documents
+from transforms.io.container import StreamFileSource, count_records
 from helpers import summary_counts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,7 +80,7 @@ def test_streaming_a_large_container_keeps_memory_flat(tmp_path):
     assert size_mb > 40
     code = (
         'import resource, sys\n'
-        'from pipeline.stream_source import StreamRecordsFn\n'
+        'from transforms.io.container import StreamRecordsFn\n'
         'before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n'
         'n = sum(1 for _ in StreamRecordsFn("Provenir", "big.xml").process(sys.argv[1]))\n'
         'after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n'

@@ -9,7 +9,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from transforms.errors import StageError
 from transforms.parse import ParsedDoc, ParseFn, ParseSpec, parse_document
 from transforms.records import DEAD_LETTER_TAG, Doc
-from transforms.validate import Limits, ValidateFn, decode_payload, validate_document
+from transforms.text import decode_payload
+from transforms.validate import Limits, ValidateFn, validate_document
 
 SPEC = ParseSpec(root_element='Provenir', application_path='/Provenir/Request/CustData/application',
                  app_id_source=('/Provenir/Request', 'ID'),
@@ -63,13 +64,15 @@ def test_validate_size_limit_is_an_option():
     assert validated(big, limits=Limits(max_doc_bytes=10000), root_element='Provenir').xml
 
 
-def test_decode_utf16_bom_latin1_declaration_and_cp1252_fallback():
+def test_decode_utf16_bom_and_latin1_declaration():
     s = doc_xml().replace('a="1"', 'a="Müller"')
     assert decode_payload(codecs.BOM_UTF16_LE + s.encode('utf-16-le')) == s
     latin = ('<?xml version="1.0" encoding="ISO-8859-1"?>' + s).encode('latin-1')
     assert 'Müller' in decode_payload(latin)
-    assert 'Müller' in decode_payload(s.encode('cp1252'))      # invalid UTF-8 → cp1252
     assert decode_payload(s.encode('utf-8')) == s
+    # 8-bit text without a declaration is not UTF-8: refused with the offset, never re-decoded as cp1252
+    with pytest.raises(StageError, match='not valid UTF-8: invalid byte sequence at byte offset 55'):
+        decode_payload(s.encode('cp1252'))
 
 
 # ------------------------------------------------------------------------------------------------ parse
@@ -85,15 +88,22 @@ def test_parse_reads_app_id_and_keeps_the_application(mode):
     assert p.root.find('Request/CustData/application/contact').get('con_id') == '9'
 
 
-def test_partial_parse_stops_after_the_application_element():
-    # A malformed tail after the application is never read in partial mode, and is caught in full mode.
+def test_a_malformed_tail_is_refused_in_both_modes_with_the_same_reason():
+    """The contract reads nothing after the application element, but a document that is not well-formed there is
+    refused all the same (the existing system did; partial parsing used to accept it)."""
     xml = doc_xml(tail='<Bureau>' + '<r/>' * 20000 + '<broken></Bureau>')
+    partial = stage_error(parse, xml, SPEC._replace(mode='partial'))
+    full = stage_error(parse, xml, SPEC._replace(mode='full'))
+    assert partial.stage == full.stage == 'parse' and 'not well-formed' in partial.reason
+    assert partial.reason == full.reason
+
+
+def test_partial_parse_builds_a_tree_of_the_head_only():
+    xml = doc_xml(tail='<Bureau>' + '<r/>' * 20000 + '</Bureau>')
     p = parse(xml, SPEC._replace(mode='partial'))
     assert p.root.find('Request/CustData/application') is not None
-    bureau = p.root.find('Request/Bureau')
-    assert bureau is None or len(bureau) < 20000      # the parser stopped within the first chunk
-    e = stage_error(parse, xml, SPEC._replace(mode='full'))
-    assert e.stage == 'parse' and 'not well-formed' in e.reason
+    assert p.root.find('Request/Bureau') is None          # after the stop element: checked, never a tree
+    assert len(parse(xml, SPEC._replace(mode='full')).root.find('Request/Bureau')) == 20000
 
 
 @pytest.mark.parametrize('xml, stage, reason', [

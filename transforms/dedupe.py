@@ -2,7 +2,7 @@
 
 Two files (or rows) may carry the same app_id. Writing both would let the second silently overwrite the first
 (the sink upserts on the primary key). `DedupeAppIds` keeps one document per app_id and dead-letters the others with
-the reason ``duplicate app_id in this run (app_id N, kept <source>)``, stage ``validation``. The dead letter's own
+the reason ``duplicate app_id in this run (app_id N, kept <source>)``, stage ``dedupe``. The dead letter's own
 app_id is None: processing_log holds one row per app_id, which belongs to the kept document.
 
 Which one is kept is deterministic, not "whichever arrived first" (a parallel runner has no arrival order): the
@@ -25,10 +25,10 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 
 from transforms.records import DeadLetter
-from transforms.validate import refetch_payload
+from transforms.stage import refetch_payload
 
 log = logging.getLogger(__name__)
-STAGE = 'validation'
+STAGE = 'dedupe'
 REASON = 'duplicate app_id in this run'
 
 
@@ -72,6 +72,11 @@ class _RefetchFn(beam.DoFn):
         # document (a 'failed' here would overwrite its 'success'). The reason names the app_id instead.
         yield DeadLetter(source=src, app_id=None, stage=STAGE,
                          reason=f'{REASON} (app_id {app_id}, kept {kept[:200]})', payload=payload)
+
+    def finish_bundle(self):
+        close = getattr(self.fetch, 'close', None)
+        if close is not None:
+            close()
 
 
 class DedupeAppIds(beam.PTransform):

@@ -11,7 +11,7 @@ import apache_beam as beam
 from contracts.errors import MappingError
 from transforms.errors import StageError
 from transforms.records import MappedDoc
-from transforms.validate import run_stage
+from transforms.stage import run_stage
 
 log = logging.getLogger(__name__)
 STAGE = 'mapping'
@@ -25,7 +25,8 @@ def map_document(parsed, compiled) -> MappedDoc:
     rows = {t: rs for t, rs in result.rows.items() if rs}
     if not rows:
         raise StageError(STAGE, 'the contract mapped no rows from this document')
-    return MappedDoc(source=parsed.source, app_id=result.app_id, rows=rows, warnings=list(result.warnings))
+    return MappedDoc(source=parsed.source, app_id=result.app_id, rows=rows, warnings=list(result.warnings),
+                     content_hash=getattr(parsed, 'content_hash', None))
 
 
 class MapFn(beam.DoFn):

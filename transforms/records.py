@@ -8,6 +8,8 @@ class Doc(NamedTuple):
     app_id: Optional[int]             # known from the source row, else None (taken from the XML)
     xml: Union[str, bytes, None]
     original: Union[str, bytes, None] = None   # the payload as read, kept when validation rewrote `xml`
+    time_left: Optional[float] = None          # seconds left of the document's --max-parse-seconds after validation
+    content_hash: Optional[str] = None          # sha256 hex of the payload as stored at the source (resume, ledger)
 
 
 class MappedDoc(NamedTuple):
@@ -16,6 +18,8 @@ class MappedDoc(NamedTuple):
     app_id: int
     rows: Dict[str, List[Dict[str, Any]]]
     warnings: List[str]
+    content_hash: Optional[str] = None       # of the payload as read (the ledger records it for resume)
+    changed: bool = False                    # migrated before with another content: its old rows were replaced
 
 
 class RowGroup(NamedTuple):
@@ -29,9 +33,10 @@ class DeadLetter(NamedTuple):
     """A document that did not make it, with where and why, and the original payload."""
     source: str
     app_id: Optional[int]
-    stage: str                        # read | validation | parse | mapping | sink
+    stage: str                        # read | validation | parse | mapping | dedupe | sink
     reason: str
     payload: Optional[str]
+    content_hash: Optional[str] = None
 
 
 class Outcome(NamedTuple):
@@ -43,6 +48,10 @@ class Outcome(NamedTuple):
     reason: Optional[str]
     rows: int
     warnings: Tuple[str, ...] = ()    # data-quality warnings of a mapped document (names fields, never values)
+    content_hash: Optional[str] = None
+    changed: bool = False             # migrated before with another content (its rows were replaced)
+    tables: Tuple[Tuple[str, int], ...] = ()     # (table, rows written) of a written document
 
 
 DEAD_LETTER_TAG = 'dead_letter'
+SKIPPED_TAG = 'skipped'        # counts of documents a source skipped (done and unchanged: resume)

@@ -7,18 +7,18 @@ Beam wrapper: `ValidateFn`, whose failures leave through the tagged dead-letter 
 import codecs
 import logging
 import re
+import time
 from typing import NamedTuple, Optional
 
 import apache_beam as beam
 
 from transforms.errors import StageError
 from transforms.records import DEAD_LETTER_TAG, DeadLetter, Doc
+from transforms.stage import MAX_APP_ID, run_stage
+from transforms.text import prolog_end, to_utf8
 
 log = logging.getLogger(__name__)
 STAGE = 'validation'
-
-# App ids go into SQL int columns.
-MAX_APP_ID = 2 ** 31 - 1
 
 
 class Limits(NamedTuple):
@@ -28,122 +28,54 @@ class Limits(NamedTuple):
     max_depth: int = 256                      # --max-depth (libxml2's own safe limit without huge_tree)
     max_elements: int = 500_000               # --max-elements: tags in the document (bounds the tree's memory)
     max_attributes: int = 1_000               # --max-attributes: attributes on one element
-    max_parse_seconds: float = 20.0           # --max-parse-seconds: wall time of one document's parse
-
-
-# A payload bigger than this is not copied into the dead letter (it stays at its source, named by `source`).
-MAX_DEAD_LETTER_PAYLOAD = 16 * 1024 * 1024
+    max_parse_seconds: float = 20.0           # --max-parse-seconds: wall time of one document's decoding + parse
 
 
 _XML_DECL = re.compile(rb'^<\?xml(?=[\s?])[^>]*\?>', re.I)
-_XML_DECL_STR = re.compile(r'^<\?xml(?=[\s?])[^>]*\?>', re.I)
-_DECLARED_ENCODING = re.compile(rb'^<\?xml\s[^>]*encoding\s*=\s*["\']([A-Za-z0-9._-]+)["\']')
-_LEADING_JUNK = ''.join(chr(c) for c in range(0, 32)) + ' \ufeff'
-_NAME = re.compile(r'<([A-Za-z_][\w.\-]*(?::[\w.\-]+)?)')
+_LEADING_JUNK_BYTES = bytes(range(0, 33))
+_NAME = re.compile(rb'<([A-Za-z_\x80-\xff][\w.\-\x80-\xff]*(?::[\w.\-\x80-\xff]+)?)')
+_BODY_MARKUP = re.compile(rb'<\?|<!\[CDATA\[|<!--')
 
 
-def decode_payload(xml):
-    """Bytes or str → (str, note). UTF-8 first, a declared/BOM encoding next, cp1252 as the last resort."""
-    if xml is None:
-        raise StageError(STAGE, 'xml is NULL')
-    if isinstance(xml, str):
-        return xml
-    if isinstance(xml, memoryview):
-        xml = bytes(xml)
-    if not isinstance(xml, (bytes, bytearray)):
-        raise StageError(STAGE, f'xml has unsupported type {type(xml).__name__}')
-    data = bytes(xml)
-    if data.startswith(codecs.BOM_UTF8):
-        data = data[3:]
-    elif data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
-        try:
-            return data.decode('utf-32')
-        except UnicodeDecodeError:
-            raise StageError(STAGE, 'UTF-32 byte order mark but the text is not valid UTF-32')
-    elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        try:
-            return data.decode('utf-16')
-        except UnicodeDecodeError:
-            raise StageError(STAGE, 'UTF-16 byte order mark but the text is not valid UTF-16')
-    declared = _DECLARED_ENCODING.match(data.lstrip())
-    if declared and declared.group(1).lower().replace(b'_', b'-') not in (b'utf-8', b'utf8', b'us-ascii', b'ascii'):
-        try:
-            text = data.decode(declared.group(1).decode('ascii'))
-            # A declaration that does not describe the bytes (e.g. utf-16 on 8-bit text) decodes to garbage.
-            if text.lstrip(_LEADING_JUNK).startswith('<'):
-                return text
-        except (LookupError, UnicodeDecodeError, ValueError):
-            pass
-    try:
-        return data.decode('utf-8')
-    except UnicodeDecodeError:
-        pass
-    try:
-        return data.decode('cp1252')
-    except UnicodeDecodeError:
-        raise StageError(STAGE, 'text is neither UTF-8 nor cp1252')
-
-
-def _prolog_end(text):
-    """(index of the root element's '<' after the prolog, index of the first processing instruction or -1).
-
-    The prolog may hold comments, processing instructions and a doctype; the index points at a '<!' for a
-    doctype or other markup declaration (reported by the caller)."""
-    i, n, pi = 0, len(text), -1
-    while i < n:
-        j = text.find('<', i)
-        if j < 0:
-            return -1, pi
-        if text.startswith('<?', j):
-            if pi < 0:
-                pi = j
-            k = text.find('?>', j)
-            i = n if k < 0 else k + 2
-        elif text.startswith('<!--', j):
-            k = text.find('-->', j)
-            i = n if k < 0 else k + 3
-        else:
-            return j, pi      # root element, or '<!' DOCTYPE / ENTITY
-    return -1, pi
-
-
-_BODY_MARKUP = re.compile(r'<\?|<!\[CDATA\[|<!--')
-
-
-def _first_pi(text, start, end=None):
+def _first_pi(data, start, end=None):
     """Index of the first processing instruction in [start, end) outside comments and CDATA, or -1. Linear."""
-    pos, end = start, len(text) if end is None else end
+    pos, end = start, len(data) if end is None else end
+    if data.find(b'<?', start, end) < 0:
+        return -1              # the common case: one fast search, no walk through comments and CDATA
     while True:
-        m = _BODY_MARKUP.search(text, pos, end)
+        m = _BODY_MARKUP.search(data, pos, end)
         if m is None:
             return -1
         tok = m.group()
-        if tok == '<?':
+        if tok == b'<?':
             return m.start()
-        end = text.find(']]>' if tok.startswith('<![') else '-->', m.end())
-        if end < 0:
+        end_at = data.find(b']]>' if tok.startswith(b'<![') else b'-->', m.end())
+        if end_at < 0:
             return -1          # unterminated: the parser reports it
-        pos = end + 3
+        pos = end_at + 3
 
 
-def _pi_name(text, at):
-    m = re.match(r'<\?([^\s?>]{0,40})', text[at:at + 45])
-    return m.group(1) if m else ''
+def _pi_name(data, at):
+    m = re.match(rb'<\?([^\s?>]{0,40})', data[at:at + 45])
+    return m.group(1).decode('utf-8', 'replace') if m else ''
 
 
 # An element with more than N attributes has a start tag of at least 5 N characters (' a=""' each), and a tag is
 # never interrupted by '<'. Only such long stretches are examined (attribute by attribute, stopping at N + 1), so an
 # ordinary document costs one C-speed regex scan.
-_TAG_NAME = re.compile(r'<[A-Za-z_][^\s/>]*')
-_ATTRIBUTE = re.compile(r'''\s+[^\s=<>"'/]+\s*=\s*(?:"[^"]*"|'[^']*')''')
+_TAG_NAME = re.compile(rb'<[A-Za-z_\x80-\xff][^\s/>]*')
+_ATTRIBUTE = re.compile(rb'''\s+[^\s=<>"'/]+\s*=\s*(?:"[^"]*"|'[^']*')''')
+_LONG_STRETCH = {}
 
 
-def _too_many_attributes(text, limit, end=None):
-    long_stretch = re.compile(r'<[A-Za-z_][^<]{%d,}' % (5 * limit))
-    for m in long_stretch.finditer(text, 0, len(text) if end is None else end):
-        pos, count = _TAG_NAME.match(text, m.start()).end(), 0
+def _too_many_attributes(data, limit):
+    long_stretch = _LONG_STRETCH.get(limit)
+    if long_stretch is None:
+        long_stretch = _LONG_STRETCH[limit] = re.compile(rb'<[A-Za-z_\x80-\xff][^<]{%d,}' % (5 * limit))
+    for m in long_stretch.finditer(data):
+        pos, count = _TAG_NAME.match(data, m.start()).end(), 0
         while True:
-            a = _ATTRIBUTE.match(text, pos)
+            a = _ATTRIBUTE.match(data, pos)
             if a is None:
                 break
             count += 1
@@ -160,17 +92,13 @@ def check_source_app_id(doc: Doc) -> Doc:
     return doc._replace(app_id=parse_app_id(doc.app_id, where='source app_id'))
 
 
-# The partial parser feeds 16 KB chunks: it may read this far past the closing tag of its stop element.
-PARSE_SLACK = 16 * 1024
+def validate_document(doc: Doc, limits: Limits = Limits(), root_element: Optional[str] = None) -> Doc:
+    """Checks that need no parser. Returns the Doc with its payload as clean UTF-8 bytes (no byte order mark, no XML
+    declaration) and the time left of the document's budget (--max-parse-seconds covers decoding and parsing).
 
-
-def validate_document(doc: Doc, limits: Limits = Limits(), root_element: Optional[str] = None,
-                      parsed_until: Optional[str] = None) -> Doc:
-    """Checks that need no parser. Returns the Doc with its payload as clean UTF-8 bytes.
-
-    `parsed_until`: the closing tag after which the (partial) parser stops reading, e.g. '</application>'. The
-    scans that protect the parser (processing instructions, attribute bombs) then cover only what it will read,
-    plus its chunk of slack; the rest of the document is never parsed."""
+    Every scan covers the whole document, whatever the parse mode: partial and full parsing must give the same
+    outcome for every document. The scans run on the UTF-8 bytes, so a UTF-8 document is never copied to str."""
+    t0 = time.monotonic()
     doc = check_source_app_id(doc)
     xml = doc.xml
     if xml is None:
@@ -179,54 +107,68 @@ def validate_document(doc: Doc, limits: Limits = Limits(), root_element: Optiona
     if size > limits.max_doc_bytes:
         raise StageError(STAGE, f'document is {size / 1048576:.1f} MB, over the limit of '
                                 f'{limits.max_doc_bytes / 1048576:.1f} MB (--max-doc-mb)')
-    text = decode_payload(xml)
-    text = text.lstrip(_LEADING_JUNK)
-    if not text.strip():
+    data = _lstrip(to_utf8(xml))
+    if not data.strip():
         raise StageError(STAGE, 'document is empty')
-    if '\x00' in text:
+    if b'\x00' in data:
         raise StageError(STAGE, 'document contains NUL characters (binary data, not XML)')
-    if not text.startswith('<'):
+    if not data.startswith(b'<'):
         raise StageError(STAGE, 'not XML: text does not start with "<"')
-    text = _XML_DECL_STR.sub('', text, count=1).lstrip(_LEADING_JUNK)
-    start, pi = _prolog_end(text)
+    m = _XML_DECL.match(data)
+    if m:
+        data = _lstrip(data[m.end():])
+    start, pi = prolog_end(data)
     if start < 0:
         raise StageError(STAGE, 'not XML: no root element')
-    if text.startswith('<!', start):
-        word = text[start:start + 10].upper()
-        kind = 'DOCTYPE' if word.startswith('<!DOCTYPE') else 'markup declaration'
+    if data.startswith(b'<!', start):
+        word = data[start:start + 10].upper()
+        kind = 'DOCTYPE' if word.startswith(b'<!DOCTYPE') else 'markup declaration'
         raise StageError(STAGE, f'{kind} not allowed: documents with DTDs or entity declarations are '
                                 'refused (entity expansion and external entity attacks)')
-    m = _NAME.match(text, start)
+    m = _NAME.match(data, start)
     if not m:
         raise StageError(STAGE, 'not XML: root element has no valid name')
-    root = m.group(1)
+    root_b = m.group(1)
+    root = root_b.decode('utf-8', 'replace')
     if root_element and root.split(':')[-1] != root_element:
         raise StageError(STAGE, f'wrong root element <{root[:50]}>, expected <{root_element}>')
-    tail = text.rstrip()
-    if not tail.endswith('>'):
+    tail = data.rstrip()
+    if not tail.endswith(b'>'):
         raise StageError(STAGE, 'document is truncated: it does not end with ">"')
-    if root_element and not tail.endswith(f'</{root}>') and not tail.endswith('/>'):
+    if root_element and not tail.endswith(b'</' + root_b + b'>') and not tail.endswith(b'/>'):
         raise StageError(STAGE, f'document is truncated: it does not end with </{root[:50]}>')
-    body_end = None
-    if parsed_until:
-        at = text.find(parsed_until, start)
-        if at >= 0:
-            body_end = min(len(text), at + len(parsed_until) + PARSE_SLACK)
     if pi < 0:
-        pi = _first_pi(text, start, body_end)
+        pi = _first_pi(data, start)
     if pi >= 0:
-        raise StageError(STAGE, f'processing instruction <?{_pi_name(text, pi)}?> not allowed (only the XML '
+        raise StageError(STAGE, f'processing instruction <?{_pi_name(data, pi)}?> not allowed (only the XML '
                                 'declaration may appear)')
     # Every start tag takes at least 3 characters ('<a>'), so a text shorter than 3 * max_elements cannot exceed
-    # the limit: the two counting scans (0.3 ms on a 250 KB document, bench/) are only run on texts that could.
-    tags = text.count('<') - text.count('</') if len(text) > 3 * limits.max_elements else 0
+    # the limit: the two counting scans are only run on texts that could.
+    tags = data.count(b'<') - data.count(b'</') if len(data) > 3 * limits.max_elements else 0
     if tags > limits.max_elements:
         raise StageError(STAGE, f'document has {tags} tags, over the limit of {limits.max_elements} elements '
                                 '(--max-elements)')
-    if _too_many_attributes(text, limits.max_attributes, body_end):
+    if _too_many_attributes(data, limits.max_attributes):
         raise StageError(STAGE, f'an element has more than {limits.max_attributes} attributes (--max-attributes)')
-    clean = text.encode('utf-8')
-    return doc._replace(xml=clean, original=None if clean == xml else xml)
+    left = None
+    if limits.max_parse_seconds and limits.max_parse_seconds > 0:
+        left = limits.max_parse_seconds - (time.monotonic() - t0)
+        if left <= 0:
+            raise StageError(STAGE, f'decoding and checking took longer than {limits.max_parse_seconds:g} s '
+                                    '(--max-parse-seconds)')
+    return doc._replace(xml=data, original=None if data == xml else xml, time_left=left)
+
+
+_BOM = codecs.BOM_UTF8
+
+
+def _lstrip(data):
+    """Leading control characters, blanks and (repeated) byte order marks off."""
+    while True:
+        data = data.lstrip(_LEADING_JUNK_BYTES)
+        if not data.startswith(_BOM):
+            return data
+        data = data[3:]
 
 
 def parse_app_id(value, where='app_id'):
@@ -239,7 +181,7 @@ def parse_app_id(value, where='app_id'):
         n = value
     else:
         s = str(value).strip()
-        if not re.fullmatch(r'[+-]?\d{1,19}', s):
+        if not re.fullmatch(r"[+-]?[0-9]{1,19}", s):
             raise StageError(STAGE, f'{where} is not an integer')
         n = int(s)
     if n <= 0 or n > MAX_APP_ID:
@@ -247,80 +189,12 @@ def parse_app_id(value, where='app_id'):
     return n
 
 
-def payload_text(xml, limit=None):
-    """The original payload as text for the dead letter (best effort, never raises). None when it is absent or
-    longer than `limit` (an oversized document stays at its source, which the dead letter names)."""
-    if xml is None:
-        return None
-    if limit is not None and len(xml) > limit:
-        return None
-    if isinstance(xml, str):
-        return xml
-    try:
-        return bytes(xml).decode('utf-8')
-    except UnicodeDecodeError:
-        return bytes(xml).decode('cp1252', errors='replace')
-
-
-def clean_app_id(value):
-    """Only a valid app_id goes into a dead letter or outcome (an SQL int column); anything else becomes None."""
-    return value if type(value) is int and 0 < value <= MAX_APP_ID else None
-
-
-def dead_letter(doc: Doc, stage, reason, app_id=None):
-    return beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, DeadLetter(
-        source=doc.source, app_id=clean_app_id(app_id if app_id is not None else doc.app_id),
-        stage=stage, reason=reason,
-        payload=payload_text(doc.original if getattr(doc, 'original', None) is not None else doc.xml,
-                             MAX_DEAD_LETTER_PAYLOAD)))
-
-
-def run_stage(stage, call, doc, failed_counter, app_id=None):
-    """The one way a stage's pure core is run inside its DoFn: `call()` → (result, None), or (None, the
-    dead-letter output). A StageError keeps its stage, reason and app_id; any other exception becomes an
-    'internal error' reason naming its type and place, never the data. Never raises to the runner."""
-    try:
-        return call(), None
-    except StageError as e:
-        failed_counter.inc()
-        app_id = e.app_id if e.app_id is not None else app_id
-        log.debug('dead letter: source=%s app_id=%s stage=%s reason=%s', doc.source, app_id, e.stage, e.reason)
-        return None, dead_letter(doc, e.stage, e.reason, app_id=app_id)
-    except Exception as e:  # never to the runner
-        failed_counter.inc()
-        reason = internal_reason(e)
-        log.warning('dead letter: source=%s app_id=%s stage=%s reason=%s', doc.source, app_id, stage, reason)
-        return None, dead_letter(doc, stage, reason, app_id=app_id)
-
-
-def refetch_payload(fetch, source_ref):
-    """A failed document's original payload, read again from its source by reference (documents that fail
-    after the shuffles no longer carry it). None, with a warning, when it cannot be read."""
-    try:
-        return payload_text(fetch(source_ref)) if fetch is not None else None
-    except Exception as e:
-        log.warning('cannot re-read the payload of %s: %s', source_ref, type(e).__name__)
-        return None
-
-
-def internal_reason(exc):
-    """A reason for an unexpected exception that names its type and place, never the data it saw."""
-    tb = exc.__traceback__
-    where = ''
-    while tb is not None:
-        where = f'{tb.tb_frame.f_code.co_filename.rsplit("/", 1)[-1]}:{tb.tb_lineno}'
-        tb = tb.tb_next
-    return f'internal error {type(exc).__name__} at {where}'
-
-
 class ValidateFn(beam.DoFn):
     """Doc → Doc (clean bytes) or a DeadLetter on the 'dead_letter' tag."""
 
-    def __init__(self, limits: Limits = Limits(), root_element: Optional[str] = None,
-                 parsed_until: Optional[str] = None):
+    def __init__(self, limits: Limits = Limits(), root_element: Optional[str] = None):
         self.limits = limits
         self.root_element = root_element
-        self.parsed_until = parsed_until
         self.read = beam.metrics.Metrics.counter('migration', 'docs_read')
         self.failed = beam.metrics.Metrics.counter('migration', 'validation_failed')
         self.bytes_read = beam.metrics.Metrics.counter('migration', 'bytes_read')
@@ -333,6 +207,6 @@ class ValidateFn(beam.DoFn):
             return
         if doc.xml is not None:
             self.bytes_read.inc(len(doc.xml))
-        out, dead = run_stage(STAGE, lambda: validate_document(doc, self.limits, self.root_element,
-                                                               self.parsed_until), doc, self.failed)
+        out, dead = run_stage(STAGE, lambda: validate_document(doc, self.limits, self.root_element), doc,
+                              self.failed)
         yield out if dead is None else dead

@@ -42,11 +42,15 @@ CREATE TABLE [migration].[processing_log] (
   [session_id] varchar(50) NULL,
   [app_id_start] int NULL,
   [app_id_end] int NULL,
+  [content_hash] varchar(64) NULL,
   CONSTRAINT [pk_processing_log] PRIMARY KEY ([log_id])
 );
 
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ix_processing_log_app_id' AND object_id = OBJECT_ID(N'[migration].[processing_log]'))
-CREATE INDEX [ix_processing_log_app_id] ON [migration].[processing_log] ([app_id]);
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ux_processing_log_app_id' AND object_id = OBJECT_ID(N'[migration].[processing_log]'))
+CREATE UNIQUE INDEX [ux_processing_log_app_id] ON [migration].[processing_log] ([app_id]);
+
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ix_processing_log_content_hash' AND object_id = OBJECT_ID(N'[migration].[processing_log]'))
+CREATE INDEX [ix_processing_log_content_hash] ON [migration].[processing_log] ([content_hash]);
 
 IF OBJECT_ID(N'[migration].[dead_letter]', N'U') IS NULL
 CREATE TABLE [migration].[dead_letter] (
@@ -57,8 +61,15 @@ CREATE TABLE [migration].[dead_letter] (
   [reason] varchar(2000) NOT NULL,
   [payload] nvarchar(max) NULL,
   [created_at] datetime2(7) NOT NULL DEFAULT GETUTCDATE(),
+  [doc_key] varchar(40) NULL,
+  [session_id] varchar(50) NULL,
+  [attempts] int NOT NULL DEFAULT 1,
+  [last_seen_at] datetime2(7) NULL,
   CONSTRAINT [pk_dead_letter] PRIMARY KEY ([id])
 );
+
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ux_dead_letter_doc_key' AND object_id = OBJECT_ID(N'[migration].[dead_letter]'))
+CREATE UNIQUE INDEX [ux_dead_letter_doc_key] ON [migration].[dead_letter] ([doc_key]);
 
 IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ix_dead_letter_app_id' AND object_id = OBJECT_ID(N'[migration].[dead_letter]'))
 CREATE INDEX [ix_dead_letter_app_id] ON [migration].[dead_letter] ([app_id]);

@@ -40,13 +40,17 @@ CREATE TABLE IF NOT EXISTS "processing_log" (
   "session_id" varchar(50) NULL,
   "app_id_start" int NULL,
   "app_id_end" int NULL,
+  "content_hash" varchar(64) NULL,
   CONSTRAINT "ck_processing_log_status" CHECK (length("status") <= 20),
   CONSTRAINT "ck_processing_log_stage" CHECK (length("stage") <= 20),
   CONSTRAINT "ck_processing_log_failure_reason" CHECK (length("failure_reason") <= 500),
-  CONSTRAINT "ck_processing_log_session_id" CHECK (length("session_id") <= 50)
+  CONSTRAINT "ck_processing_log_session_id" CHECK (length("session_id") <= 50),
+  CONSTRAINT "ck_processing_log_content_hash" CHECK (length("content_hash") <= 64)
 );
 
-CREATE INDEX IF NOT EXISTS "ix_processing_log_app_id" ON "processing_log" ("app_id");
+CREATE UNIQUE INDEX IF NOT EXISTS "ux_processing_log_app_id" ON "processing_log" ("app_id");
+
+CREATE INDEX IF NOT EXISTS "ix_processing_log_content_hash" ON "processing_log" ("content_hash");
 
 CREATE TABLE IF NOT EXISTS "dead_letter" (
   "id" INTEGER PRIMARY KEY,
@@ -56,9 +60,17 @@ CREATE TABLE IF NOT EXISTS "dead_letter" (
   "reason" varchar(2000) NOT NULL,
   "payload" text NULL,
   "created_at" datetime2(7) NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  "doc_key" varchar(40) NULL,
+  "session_id" varchar(50) NULL,
+  "attempts" int NOT NULL DEFAULT 1,
+  "last_seen_at" datetime2(7) NULL,
   CONSTRAINT "ck_dead_letter_source" CHECK (length("source") <= 1000),
   CONSTRAINT "ck_dead_letter_stage" CHECK (length("stage") <= 20),
-  CONSTRAINT "ck_dead_letter_reason" CHECK (length("reason") <= 2000)
+  CONSTRAINT "ck_dead_letter_reason" CHECK (length("reason") <= 2000),
+  CONSTRAINT "ck_dead_letter_doc_key" CHECK (length("doc_key") <= 40),
+  CONSTRAINT "ck_dead_letter_session_id" CHECK (length("session_id") <= 50)
 );
+
+CREATE UNIQUE INDEX IF NOT EXISTS "ux_dead_letter_doc_key" ON "dead_letter" ("doc_key");
 
 CREATE INDEX IF NOT EXISTS "ix_dead_letter_app_id" ON "dead_letter" ("app_id");

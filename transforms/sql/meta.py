@@ -1,11 +1,11 @@
 """Table metadata: from a table spec (tables.json format) or introspected from the LIVE target.
 
 `TableMeta` is what the sink writes against. Introspection is the source of truth at run time: the contract's
-columns are checked against the live table before any row is written (`check_columns`), and the FK tiers come
+columns are checked against the live table before any row is written (`transforms/sql/checks.py`), and the FK tiers come
 from the target's own foreign keys (`fk_tiers`).
 """
 import json
-from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 
 class MetaError(Exception):
@@ -111,48 +111,6 @@ def reference_tables(path_or_dict) -> List[str]:
         return list(path_or_dict.get('reference_tables') or [])
     with open(path_or_dict, encoding='utf-8') as f:
         return list(json.load(f).get('reference_tables') or [])
-
-
-# ------------------------------------------------------------------------------------------------ introspection
-
-def introspect(conn, dialect, schema: Optional[str], tables: Iterable[str]) -> Dict[str, TableMeta]:
-    """Read the LIVE definition of `tables` (columns, pk, identity, nullability, FKs). Raises MetaError naming
-    every table that does not exist."""
-    from pipeline.db.dialects import get_dialect
-    d = get_dialect(dialect)
-    out, missing = {}, []
-    for t in tables:
-        d.check_identifier(t)
-        m = d.introspect_table(conn, schema, t)
-        if m is None:
-            missing.append(t)
-        else:
-            out[t] = m
-    if missing:
-        where = f' in schema {schema!r}' if schema and d.name != 'sqlite' else ''
-        raise MetaError(f'target table(s) not found{where}: {", ".join(missing)}')
-    return out
-
-
-def check_columns(contract_columns_by_table: Mapping[str, Iterable[str]], metas: Mapping[str, TableMeta]) -> None:
-    """Every column the contract writes must exist (and not be computed) in the live table. Raises MetaError
-    listing every offending table.column before any row is written."""
-    problems = []
-    for table, cols in contract_columns_by_table.items():
-        m = metas.get(table)
-        if m is None:
-            problems.append(f'{table}: table not found in the target')
-            continue
-        for c in cols:
-            if not c:
-                continue
-            cm = m.column(c)
-            if cm is None:
-                problems.append(f'{table}.{c}: column not found in the target table')
-            elif cm.computed:
-                problems.append(f'{table}.{c}: is a computed column in the target table')
-    if problems:
-        raise MetaError('contract does not match the target: ' + '; '.join(problems))
 
 
 def fk_tiers(metas: Mapping[str, TableMeta], table_order: Sequence[str]) -> List[List[str]]:

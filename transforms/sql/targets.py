@@ -10,15 +10,51 @@ import os
 import re
 from typing import Optional
 
-from pipeline.db.dialects import Dialect, error_state, get_dialect, scrub_message
+from transforms.sql.dialects import Dialect, error_state, get_dialect, scrub_message
+from transforms.sql.messages import _TRANSIENT_TEXT, _URL_PASSWORD
 
 
 class TargetError(Exception):
-    """The target could not be parsed or reached. The message never contains the password."""
+    """The target could not be parsed or reached. The message never contains the password.
+
+    `transient` (connection errors only): True when retrying may succeed (server unreachable, refusing,
+    restarting, too many clients), False when it cannot (login failed, driver or database missing), None for
+    errors that are not about opening a connection."""
+
+    def __init__(self, message, transient=None):
+        super().__init__(message)
+        self.transient = transient
+
+
+# Connection failures that retrying cannot cure. Everything else that goes wrong while opening a connection
+# (refused, reset, timed out, 'the database system is starting up / shutting down', too many clients) is
+# transient: the launcher has already connected once, so a failure mid-run is the server, not the settings.
+_CONNECT_FATAL = re.compile(r"password authentication failed|login failed|authentication failed|"
+                            r"no pg_hba\.conf entry|does not exist|can't open lib|data source name not found|"
+                            r"permission denied|not permitted|unable to open database|readonly database|"
+                            r"certificate verify failed", re.I)
+
+
+def connect_error_is_transient(state, msg) -> bool:
+    if state and (state.startswith(('IM', '28')) or state in ('3D000',)):
+        return False
+    return not _CONNECT_FATAL.search(msg or '')
 
 
 _ENV = re.compile(r'\$\{([A-Za-z_][A-Za-z0-9_]*)\}')
 _PWD = re.compile(r'(?i)(\b(?:pwd|password)\s*=\s*)(\{(?:[^}]|\}\})*\}|[^;]*)')
+
+
+def sha256_hex(value) -> Optional[str]:
+    """The content hash of a document: sha256 hex of its bytes (text: of its UTF-8 encoding). None for None."""
+    if value is None:
+        return None
+    import hashlib
+    if isinstance(value, str):
+        value = value.encode('utf-8', errors='surrogatepass')
+    elif not isinstance(value, (bytes, bytearray, memoryview)):
+        value = str(value).encode('utf-8')
+    return hashlib.sha256(value).hexdigest()
 
 
 def expand_env(s: str) -> str:
@@ -31,7 +67,8 @@ def expand_env(s: str) -> str:
 
 
 def mask_password(s: str) -> str:
-    return _PWD.sub(lambda m: m.group(1) + '***', s)
+    """A target string for display: the Pwd=/Password= value and a URL's password (`scheme://user:pw@`) masked."""
+    return _URL_PASSWORD.sub(r'\1***@', _PWD.sub(lambda m: m.group(1) + '***', s))
 
 
 def _passwords(conn_str: str):
@@ -97,6 +134,8 @@ class Target:
             try:
                 conn = sqlite3.connect(self._conn_str, timeout=timeout, check_same_thread=False)
                 conn.execute('PRAGMA foreign_keys = ON')
+                # the content hash of a document column, as PostgreSQL / SQL Server compute it in SQL (resume)
+                conn.create_function('xmlsql_sha256', 1, sha256_hex, deterministic=True)
                 conn.execute('PRAGMA busy_timeout = %d' % (timeout * 1000))
                 try:
                     conn.execute('PRAGMA journal_mode = WAL')
@@ -104,13 +143,15 @@ class Target:
                     pass
                 return conn
             except sqlite3.Error as e:
-                raise TargetError(f'cannot open {self.display}: {e}') from None
+                raise TargetError(f'cannot open {self.display}: {e}',
+                                  transient=bool(_TRANSIENT_TEXT.search(str(e)))) from None
         import pyodbc
         try:
             conn = pyodbc.connect(self._conn_str, autocommit=False, timeout=timeout)
         except pyodbc.Error as e:
             state, msg = error_state(e)
-            raise TargetError(f'cannot connect to {self.display}: {self._describe(state, msg)}') from None
+            raise TargetError(f'cannot connect to {self.display}: {self._describe(state, msg)}',
+                              transient=connect_error_is_transient(state, msg)) from None
         if self.dialect_name == 'postgresql':
             try:
                 # values come back as str for unknown types; keep encodings explicit
@@ -120,6 +161,15 @@ class Target:
             except Exception:
                 pass
         return conn
+
+    def retrying(self, what: Optional[str] = None, retry=None):
+        """A `RetryingConnection` to this target (transforms/sql/retry.py): opened lazily, every transaction
+        retried on transient errors (server restarting or unreachable, connection lost, deadlock, 'database is
+        locked'); a login failure or a missing driver is raised at once. Every connection a worker opens mid-run
+        is one of these."""
+        from transforms.sql.retry import DEFAULT_RETRY, RetryingConnection
+        return RetryingConnection(self.connect, self.dialect_name, retry=retry or DEFAULT_RETRY, scrub=self.scrub,
+                                  what=what or self.display)
 
     def _describe(self, state, msg) -> str:
         clean = scrub_message(msg, self._secrets)

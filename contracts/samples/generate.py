@@ -678,7 +678,7 @@ def _positive(text: str) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
-        prog='python -m pipeline.generate',
+        prog='python -m contracts.samples.generate',
         description='Generate synthetic Provenir credit-card application documents for the sample contract '
                     'contracts/samples/credit_app.json, into a SQLite table or a folder of XML files.')
     parser.add_argument('--docs', type=_positive, required=True, help='number of documents to generate')

@@ -6,12 +6,14 @@ The container is parsed with the same hardened options as documents (no entities
 container with a DOCTYPE is refused before any data moves. A syntax error inside the container ends the stream
 at that point: the unreadable rest becomes one dead letter that says from which record on it was lost.
 """
+import hashlib
 import logging
 import os
 
 import apache_beam as beam
 from lxml import etree
 
+from transforms.io.sources import SourceError, resumed
 from transforms.records import DeadLetter, Doc
 
 log = logging.getLogger(__name__)
@@ -28,9 +30,17 @@ def root_name(path):
     """The root element's local name of an XML file (from its first bytes), or None; refuses a DOCTYPE."""
     with open(path, 'rb') as f:
         head = f.read(PEEK)
-    from transforms.validate import _prolog_end, decode_payload
-    text = decode_payload(head[:PEEK]).lstrip('\ufeff \t\r\n')
-    start = _prolog_end(text)
+    from transforms.errors import StageError
+    from transforms.text import decode_payload, prolog_end
+    text = None
+    for cut in range(4):          # the peek may end inside a multi-byte character
+        try:
+            text = decode_payload(head[:len(head) - cut]).lstrip('\ufeff \t\r\n')
+            break
+        except StageError:
+            if cut == 3 or len(head) < PEEK:
+                raise
+    start = prolog_end(text)
     start = start[0] if isinstance(start, tuple) else start
     if start < 0:
         return None
@@ -76,7 +86,8 @@ class StreamRecordsFn(beam.DoFn):
                     return
                 if i >= self.start:
                     xml = etree.tostring(el, encoding='utf-8', with_tail=False)
-                    yield Doc(source=f'{self.name}#{i}', app_id=None, xml=xml)
+                    yield Doc(source=f'{self.name}#{i}', app_id=None, xml=xml,
+                              content_hash=hashlib.sha256(xml).hexdigest())
                 i += 1
         except etree.XMLSyntaxError as e:
             if self.stop is None or i < self.stop:
@@ -103,8 +114,8 @@ class StreamFileSource:
     """--source FILE.xml whose root is not the contract's root element: its record elements are the documents."""
     kind = 'stream'
 
-    def __init__(self, path, tag, limit=None, chunk_docs=None, _range=None, _count=None):
-        self.path, self.tag, self.chunk_docs = path, tag, chunk_docs
+    def __init__(self, path, tag, limit=None, chunk_docs=None, _range=None, _count=None, resume=None):
+        self.path, self.tag, self.chunk_docs, self.resume = path, tag, chunk_docs, resume
         self.name = os.path.basename(path)
         self.total = _count if _count is not None else count_records(path, tag)   # readable records
         end = self.total if limit is None else min(self.total, limit)
@@ -115,24 +126,29 @@ class StreamFileSource:
     def expected(self):
         return self.count
 
-    def transform(self):
+    def read(self):
         start, stop = self.range
         # The chunk that ends with the last readable record reads on to the end of the file, so that an
         # unreadable rest reaches the dead letter.
         path, fn = self.path, StreamRecordsFn(self.tag, self.name, start, None if stop >= self.total else stop)
+        resume = self.resume
 
         class _Read(beam.PTransform):
             def expand(self, pbegin):
-                return pbegin | 'File' >> beam.Create([path]) | 'Records' >> beam.ParDo(fn)
+                return resumed(pbegin | 'File' >> beam.Create([path]) | 'Records' >> beam.ParDo(fn), resume)
         return _Read()
+
+    def only(self, sources):
+        raise SourceError('--only-failed reads the failed documents again; one file of many documents is read '
+                          'whole: run it again without --only-failed (resume skips the done ones)')
 
     def chunks(self):
         n = self.chunk_docs
         a, b = self.range
         if not n or self.count <= n:
             return [self]
-        return [StreamFileSource(self.path, self.tag, _range=(i, min(i + n, b)), _count=self.total)
-                for i in range(a, b, n)]
+        return [StreamFileSource(self.path, self.tag, _range=(i, min(i + n, b)), _count=self.total,
+                                 resume=self.resume) for i in range(a, b, n)]
 
     def fetcher(self):
         return _StreamFetcher(self.path, self.tag)

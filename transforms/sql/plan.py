@@ -2,8 +2,9 @@
 columns against them, and derive the FK tiers. Every problem here is a one-line error (TargetError/ConfigError)."""
 from typing import Dict, List, NamedTuple, Optional
 
-from pipeline.db.meta import MetaError, TableMeta, check_columns, fk_tiers, introspect
-from pipeline.db.targets import TargetError, parse_target
+from transforms.sql.introspect import introspect
+from transforms.sql.meta import MetaError, TableMeta, fk_tiers
+from transforms.sql.targets import TargetError, parse_target
 
 PROJECT_TABLES = ('processing_log', 'dead_letter')
 
@@ -16,38 +17,34 @@ class SinkPlan(NamedTuple):
     display: str                     # target with the password masked
 
 
-def contract_columns(contract) -> Dict[str, List[str]]:
-    cols: Dict[str, List[str]] = {}
-    for m in contract.raw.get('mappings', []):
-        if m.get('target_column'):
-            cols.setdefault(m['target_table'], [])
-            if m['target_column'] not in cols[m['target_table']]:
-                cols[m['target_table']].append(m['target_column'])
-    return cols
-
-
 def target_schema(target, contract_schema):
-    return None if target.dialect_name == 'sqlite' else contract_schema
+    return contract_schema if target.dialect.supports_schema else None
 
 
 def create_target_tables(target_url, tables_spec, schema=None, dialect=None, execute=True, skip_tables=(),
                          only_tables=None):
     """Create the tables of a spec plus processing_log and dead_letter (idempotent). Returns the statements.
     `skip_tables` (or everything not in `only_tables`) is not created, and FKs to those tables are left out."""
-    from pipeline.db.ddl import create_tables, ddl_statements
-    from pipeline.db.meta import load_table_spec
-    target = parse_target(target_url, dialect=dialect)
+    from transforms.sql.ddl import ddl_statements
+    from transforms.sql.upgrade import create_tables
+    from transforms.sql.dialects import get_dialect
+    from transforms.sql.meta import load_table_spec, reference_tables
+    target = parse_target(target_url, dialect=dialect) if target_url else None
     spec = tables_spec if tables_spec is not None else {'tables': {}}
     try:
         names = list(load_table_spec(spec))
+        refs = reference_tables(spec)
     except (MetaError, OSError, ValueError) as e:
         raise TargetError(f'bad table spec {tables_spec}: {e}') from None
-    skip = set(skip_tables)
+    # Reference tables (enums, campaigns) are not the tool's to create or fill, and FKs to them are left out:
+    # created empty, they would make every document fail its FOREIGN KEY.
+    skip = set(skip_tables) | set(refs)
     if only_tables is not None:
         keep = set(only_tables) | set(PROJECT_TABLES)
         skip |= {t for t in names if t not in keep}
     if not execute:
-        return ddl_statements(spec, target.dialect_name, schema=target_schema(target, schema), skip_tables=skip)
+        d = target.dialect if target is not None else get_dialect(dialect or 'sqlite')
+        return ddl_statements(spec, d.name, schema=schema if d.supports_schema else None, skip_tables=skip)
     return create_tables(target, spec, schema=target_schema(target, schema), skip_tables=skip)
 
 
@@ -64,17 +61,30 @@ def prepare_sink(target_url, contract, tables_spec=None, create=False, dialect=N
         try:
             metas = introspect(conn, target.dialect_name, schema, written)
         except MetaError as e:
-            raise TargetError(f'{e} — create them with `python -m pipeline create-tables --tables SPEC '
-                              f'--target ...` or pass --create-tables --tables SPEC') from None
+            raise TargetError(f'{e} — create them with `python -m pipeline create-tables --contract CONTRACT '
+                              f'--tables SPEC --target TARGET` or pass --create-tables --tables SPEC') from None
         try:
-            introspect(conn, target.dialect_name, schema, PROJECT_TABLES)
+            project = introspect(conn, target.dialect_name, schema, PROJECT_TABLES)
         except MetaError:
             raise TargetError('the target has no processing_log / dead_letter tables: create them with '
-                              '`python -m pipeline create-tables` or pass --create-tables') from None
+                              '`python -m pipeline create-tables --contract CONTRACT --tables SPEC --target TARGET` '
+                              'or pass --create-tables --tables SPEC') from None
+        from transforms.sql.upgrade import problems
+        missing = problems(conn, target.dialect_name, schema, project)
+        if missing:
+            raise TargetError('processing_log / dead_letter were created by an earlier version of this tool '
+                              f'(missing: {", ".join(missing)}): upgrade them by running the same command with '
+                              '--create-tables, or `python -m pipeline create-tables --contract CONTRACT --tables '
+                              'SPEC --target TARGET`; '
+                              'it adds the columns, merges duplicate rows and adds the unique keys') from None
+        from transforms.sql.checks import target_problems
+        problems = target_problems(conn, target.dialect, contract, metas, written)
     finally:
         conn.close()
+    if problems:
+        raise TargetError('the target does not fit the contract (`python -m pipeline check` lists the same): '
+                          + '; '.join(problems))
     try:
-        check_columns(contract_columns(contract), metas)
         tiers = fk_tiers(metas, written)
     except MetaError as e:
         raise TargetError(str(e)) from None

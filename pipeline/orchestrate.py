@@ -1,0 +1,660 @@
+"""Running a job: `run(cfg) -> (Summary, exit status)`, the one entry of the launcher.
+
+A job is one pipeline run, or on local runners successive runs of at most --chunk-docs documents (a local runner
+keeps a stage's output in memory), or with --processes N shard processes side by side, each given the serialized
+configuration (`python -m pipeline.shard CONFIG.json`), never an edited command line. Each run writes
+its counts under the work folder (`Paths`); the launcher adds them up, prints progress (rate, ETA) while it runs,
+and ends with the SUMMARY line, the JSON files and the report. SIGINT / SIGTERM stop it cleanly with a SUMMARY of
+what was committed (counted from the target's processing_log rows of this run's session).
+"""
+import datetime as dt
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import List, Optional
+
+from pipeline.config import ConfigError, RunConfig
+from pipeline.summary import Summary, read_counts, read_lines, runner_counters, write_metrics_json
+
+log = logging.getLogger('pipeline')
+
+EXIT_OK = 0
+EXIT_STOPPED = 1          # an infrastructure fault stopped the run (database down after retries, disk full, ...)
+EXIT_CONFIG = 2           # configuration error, before any data moves
+EXIT_UNBALANCED = 3       # read != written + dead_lettered
+EXIT_FAILURES = 4         # the run completed, but above --max-dead-letter-rate, or it wrote no document at all
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}     # 128 + the signal, as shells report it
+
+# Set in the environment of the shard processes of --processes: a shard leaves the verdict on the dead-letter rate
+# and the clean-stop line to its launcher, which prints one for the whole job.
+SHARD_ENV = 'XMLSQL_SHARD_OF_LAUNCHER'
+
+
+class RunStopped(Exception):
+    """The job stopped (e.g. the database stayed down after retries): exit 1, the message scrubbed."""
+
+
+# ============================================================================================= signals
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived: the run stops where it is (a BaseException, so that no `except Exception` of
+    a stage or of the runner mistakes it for a failed document), reports what was committed and exits 130/143."""
+
+    def __init__(self, sig):
+        # Beam re-creates a failing DoFn's exception as type(e)(e.args[0] + " [while running 'step']"): the first
+        # argument is the signal's name, so that the re-created one is an Interrupted for the same signal.
+        if isinstance(sig, str):
+            sig = signal.Signals[sig.split()[0]]
+        self.signum = int(sig)
+        super().__init__(signal.Signals(self.signum).name)
+
+    @property
+    def name(self):
+        return signal.Signals(self.signum).name
+
+    @property
+    def exit_code(self):
+        return EXIT_SIGNAL.get(self.signum, 128 + self.signum)
+
+
+class StopOnSignals:
+    """While active (main thread only): the first SIGINT/SIGTERM raises Interrupted in the main thread, where
+    the DirectRunner (Beam's FnApiRunner) executes the bundles; a second one during the clean stop ends the
+    process at once with the same exit status."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    received_any = None          # the first signal received by this process (any instance)
+
+    def __init__(self):
+        self.received = None
+        self.previous = {}
+
+    def _handler(self, signum, frame):
+        if self.received is not None:
+            os.write(2, f'error: second {signal.Signals(signum).name}: stopping at once, without a '
+                        'summary\n'.encode())
+            os._exit(EXIT_SIGNAL.get(signum, 128 + signum))
+        self.received = StopOnSignals.received_any = signum
+        raise Interrupted(signum)
+
+    def __enter__(self):
+        StopOnSignals.received_any = None
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self.previous.items():
+            signal.signal(sig, old)
+        self.previous = {}
+        return False
+
+
+class _StopsClearly:
+    """Turn a failed pipeline run into one clear line without passwords or row values."""
+
+    def __init__(self, target_url):
+        self.target_url = target_url
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None or isinstance(exc, (ConfigError, KeyboardInterrupt, Interrupted)):
+            return False
+        if StopOnSignals.received_any is not None:
+            # whatever the runner made of the exception the signal raised, the run was interrupted
+            raise Interrupted(StopOnSignals.received_any) from None
+        from transforms.sql.targets import parse_target
+        text = str(exc)
+        for marker in ('SinkUnavailable:', 'SinkError:', 'DatabaseUnavailable:', 'CannotConnect:', 'TargetError:'):
+            if marker in text:
+                text = text[text.rindex(marker):]
+                break
+        first = next((ln for ln in text.strip().splitlines() if ln.strip()), type(exc).__name__)
+        try:
+            first = parse_target(self.target_url).scrub(first) if self.target_url else first
+        except Exception:
+            first = type(exc).__name__
+        raise RunStopped(f'the run stopped: {first[:400]}. Documents completed so far are in processing_log; '
+                         're-run the same command to resume.') from None
+
+
+# ============================================================================================= one run
+
+def make_runner(options):
+    """DirectRunner means Beam's FnApiRunner here: the legacy direct runner that Beam falls back to for
+    GroupIntoBatches is ~3x slower and loses metrics. Portable and cluster runners pass through unchanged."""
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+    from pipeline.config import DIRECT_RUNNERS
+    runner = options.view_as(StandardOptions).runner
+    mode = options.view_as(DirectOptions).direct_running_mode
+    if runner in DIRECT_RUNNERS:
+        if mode == 'multi_threading':
+            raise ConfigError('--direct_running_mode=multi_threading is refused: it lost rows in our tests. '
+                              'Use in_memory (default) or multi_processing.')
+        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+        return FnApiRunner()
+    return None   # Beam resolves --runner itself
+
+
+def run_pipeline(build, beam_args):
+    """Build and run one pipeline; (result, seconds). The FnApiRunner runs it here; other runners are waited for
+    (and cancelled when this process is interrupted)."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    options = PipelineOptions(list(beam_args), save_main_session=False)
+    runner = make_runner(options)
+    t0 = time.monotonic()
+    p = beam.Pipeline(runner=runner, options=options) if runner is not None else beam.Pipeline(options=options)
+    build(p)
+    result = p.run()
+    try:
+        result.wait_until_finish()
+    except Interrupted:
+        try:                  # a job on a job server / cluster must not go on writing after we stopped
+            result.cancel()
+        except Exception as e:
+            log.warning('could not cancel the submitted job: %s', type(e).__name__)
+        raise
+    return result, time.monotonic() - t0
+
+
+class Job:
+    """The state of one job while it runs: configuration, source, sink plan, session, work folder, the summary of
+    the runs finished so far, and the part files to join at the end."""
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.t0 = time.monotonic()
+        self.contract = cfg.contract()
+        self.summary = Summary()
+        self.session = cfg.session_id or new_session_id()
+        self.sink = self.source = None
+        self.parts = {'status': [], 'dead_letters': [], 'rows': [], 'failures': []}
+        self.progress: List[tuple] = [(0.0, 0)]
+        self._own_work = cfg.work_dir is None
+        if cfg.work_dir is None:
+            import tempfile
+            self.work = tempfile.mkdtemp(prefix='xmlsql-run-')
+        else:
+            self.work = cfg.work_dir.rstrip('/') + '/' + self.session
+
+    def path(self, name):
+        from apache_beam.io.filesystems import FileSystems
+        return FileSystems.join(self.work, name)
+
+    def close(self):
+        if self._own_work:
+            import shutil
+            shutil.rmtree(self.work, ignore_errors=True)
+
+
+def new_session_id():
+    import secrets
+    return dt.datetime.now(dt.timezone.utc).strftime('run-%Y%m%dT%H%M%SZ-') + secrets.token_hex(3)
+
+
+def prepare(job: Job):
+    """Check the source, then prepare the target (create tables, introspect, check, FK tiers): every problem is a
+    one-line error before any data moves."""
+    from transforms.io.sources import SourceError
+    from transforms.io import make_source
+    from transforms.sql.plan import prepare_sink, target_schema
+    from transforms.sql.targets import TargetError, parse_target
+    cfg = job.cfg
+    schema = None
+    read = cfg.read
+    if cfg.command == 'run':
+        schema = target_schema(parse_target(cfg.target, dialect=cfg.dialect), job.contract.target_schema)
+        read = _select_documents(cfg, schema)
+    try:
+        # The source is checked first: nothing is created in the target for a job that cannot read anything.
+        job.source = make_source(cfg.source, job.contract, source_table=cfg.source_table,
+                                 source_column=cfg.source_column, opts=read,
+                                 resume_target=cfg.target if cfg.command == 'run' else None, resume_schema=schema,
+                                 dialect=cfg.dialect, chunk_docs=cfg.chunk_docs or None,
+                                 record_element=cfg.record_element)
+    except SourceError as e:
+        raise ConfigError(str(e)) from None
+    if cfg.command != 'run':
+        return
+    try:
+        job.sink = prepare_sink(cfg.target, job.contract, tables_spec=cfg.tables, create=cfg.create_tables,
+                                dialect=cfg.dialect)
+    except (ConfigError, TargetError):
+        raise
+    except Exception as e:
+        t = parse_target(cfg.target, dialect=cfg.dialect)
+        why = t.scrub(e)
+        where = '' if t.display in why else f' {t.display}'
+        raise RunStopped(f'preparing the target{where} failed: {why[:400]}; nothing was migrated, re-run the '
+                         'same command') from None
+
+
+def _select_documents(cfg: RunConfig, schema):
+    """The ReadOptions of a run: --app-ids and --only-failed become the list of documents to read."""
+    read = cfg.read
+    if cfg.app_ids is not None:
+        return read._replace(app_ids=tuple(sorted(cfg.app_ids)))
+    if not cfg.only_failed:
+        return read
+    from transforms.sql.ledger import Ledger
+    try:
+        ledger = Ledger.open(cfg.target, schema, cfg.dialect)
+    except Exception as e:
+        raise ConfigError(f'--only-failed: cannot read processing_log of the target: {e}') from None
+    try:
+        if cfg.source_is_table:
+            ids = ledger.failed_app_ids()
+            log.info('--only-failed: %d documents are failed in processing_log', len(ids))
+            return read._replace(app_ids=tuple(ids), resume=False)
+        sources = ledger.failed_sources()
+        log.info('--only-failed: %d documents are in dead_letter', len(sources))
+        return read._replace(only_sources=tuple(sources), resume=False)
+    finally:
+        ledger.close()
+
+
+class _Progress(threading.Thread):
+    """Local runners: every few seconds, one line with documents done, rate and ETA, counted inside the running
+    chunk too (the workers of a local runner run in this process and count what they read)."""
+
+    def __init__(self, job: Job, every_s, expected):
+        super().__init__(daemon=True)
+        self.job, self.every_s, self.expected = job, every_s, expected
+        self.stop = threading.Event()
+        self.base = 0
+
+    def run(self):
+        from pipeline.graph import PROGRESS
+        while not self.stop.wait(self.every_s):
+            s = self.job.summary
+            done = s.skipped + PROGRESS['read']
+            elapsed = time.monotonic() - self.job.t0
+            rate = PROGRESS['read'] / elapsed * 60 if elapsed > 0 else 0.0
+            self.job.progress.append((round(elapsed, 2), PROGRESS['read']))
+            left = self.expected - done
+            eta = f', ETA {left / rate * 60:.0f} s' if rate > 0 and left > 0 else ''
+            log.info('progress: %d of %d documents (%.0f%%, %d skipped as done), %.0f docs/min%s', done,
+                     self.expected, 100.0 * done / max(self.expected, 1), s.skipped, rate, eta)
+
+
+def run_chunks(job: Job):
+    """Every chunk of the source as one pipeline run; their counts added up into job.summary."""
+    from pipeline.graph import PROGRESS, Paths, build
+    cfg = job.cfg
+    chunks = job.source.chunks()
+    written_before = set()
+    across = cfg.command == 'run' and job.source.kind != 'table' and len(chunks) > 1
+    PROGRESS['read'] = 0
+    ticker = _Progress(job, cfg.progress_seconds, job.source.expected) if cfg.progress_seconds and cfg.is_direct \
+        else None
+    if ticker:
+        ticker.start()
+    try:
+        for i, chunk in enumerate(chunks, 1):
+            paths = Paths(counts=job.path(f'counts-{i:05d}.json'),
+                          failures=job.path(f'failures-{i:05d}.jsonl') if cfg.metrics_json else None,
+                          status=job.path(f'status-{i:05d}.jsonl') if cfg.status else None,
+                          dead_letters=job.path(f'dead-letters-{i:05d}.jsonl') if cfg.dead_letter else None,
+                          rows=job.path(f'rows-{i:05d}.jsonl') if cfg.rows_out else None,
+                          written_ids=job.path(f'written-{i:05d}.txt') if across else None)
+            for k in ('status', 'dead_letters', 'rows', 'failures'):
+                if getattr(paths, k):
+                    job.parts[k].append(getattr(paths, k))
+            before = frozenset(written_before)
+            with _StopsClearly(cfg.target):
+                result, elapsed = run_pipeline(lambda p: build(p, cfg, job.contract, chunk, job.sink, paths,
+                                                               job.session, before), cfg.beam_args)
+            job.summary.add(read_counts(paths.counts), elapsed, runner_counters(result))
+            job.progress.append((round(time.monotonic() - job.t0, 2), job.summary.read))
+            if across:
+                written_before.update(int(x) for x in read_lines([paths.written_ids]))
+            if len(chunks) > 1:
+                s = job.summary
+                done, rate = s.read + s.skipped, s.docs_per_min
+                left = job.source.expected - done
+                eta = left / rate * 60 if rate > 0 and left > 0 else 0
+                log.info('progress: chunk %d/%d, %d of %d documents (%.0f%%), %.0f docs/min, ETA %.0f s', i,
+                         len(chunks), done, job.source.expected, 100.0 * done / max(job.source.expected, 1), rate,
+                         eta)
+    finally:
+        if ticker:
+            ticker.stop.set()
+    job.summary.extra['chunks'] = len(chunks)
+
+
+def join_parts(job: Job):
+    """The JSONL outputs of all chunks into the files asked for (any FileSystems path)."""
+    from apache_beam.io.filesystems import FileSystems
+    cfg = job.cfg
+    for key, dest in (('status', cfg.status), ('dead_letters', cfg.dead_letter), ('rows', cfg.rows_out)):
+        if not dest:
+            continue
+        with FileSystems.create(dest) as out:
+            for part in job.parts[key]:
+                if FileSystems.exists(part):
+                    with FileSystems.open(part) as f:
+                        while True:
+                            buf = f.read(1 << 20)
+                            if not buf:
+                                break
+                            out.write(buf)
+
+
+def too_many_failures(summary, max_rate):
+    """The one-line reason a completed run exits 4, or None: it read documents and wrote none, or more than
+    `max_rate` of the documents read went to the dead letter. Documents skipped as already done are not read."""
+    read, dead = summary.read, summary.dead_lettered
+    if read <= 0:
+        return None
+    by_stage = ', '.join(f'{k}={v}' for k, v in sorted(summary.counts['dead_lettered_by_stage'].items()))
+    where = f' (by stage: {by_stage})' if by_stage else ''
+    if summary.written == 0:
+        return (f'none of the {read} documents read was written: all went to the dead letter{where}; the '
+                'dead_letter table (or --dead-letter file) has the reason of each')
+    if max_rate is not None and dead > max_rate * read:
+        return (f'{dead} of {read} documents read ({dead / read:.1%}) went to the dead letter{where}, more than '
+                f'--max-dead-letter-rate {max_rate:g}; the other {summary.written} are written. The dead_letter '
+                'table (or --dead-letter file) has the reason of each')
+    return None
+
+
+def finish(job: Job, interrupted: Optional[Interrupted] = None, failure_files=None) -> int:
+    """Print the SUMMARY line, write --summary-json / --metrics-json / --report, print the one `error:` line of
+    a non-zero exit status, and return that status."""
+    cfg, summary = job.cfg, job.summary
+    summary.elapsed_s = summary.elapsed_s or (time.monotonic() - job.t0)
+    if interrupted is not None:
+        code = interrupted.exit_code
+        problem = (f'interrupted by {interrupted.name}: stopped cleanly; the SUMMARY counts what was committed '
+                   f'({summary.written} documents written, {summary.dead_lettered} dead-lettered); documents '
+                   'still in flight were rolled back: re-run the same command to resume')
+    elif not summary.balanced:
+        code = EXIT_UNBALANCED
+        problem = (f'read={summary.read} but written + dead_lettered = {summary.written + summary.dead_lettered}: '
+                   'documents are unaccounted for')
+    else:
+        problem = too_many_failures(summary, cfg.max_dead_letter_rate)
+        code = EXIT_FAILURES if problem else EXIT_OK
+    summary.extra.update({
+        'exit_code': code, 'interrupted': interrupted is not None,
+        'signal': interrupted.name if interrupted is not None else None,
+        'max_dead_letter_rate': cfg.max_dead_letter_rate, 'session_id': job.session,
+        'status': 'interrupted' if interrupted is not None else ('ok' if code == EXIT_OK else 'failed'),
+        'dead_letter_rate': round(summary.dead_lettered / summary.read, 6) if summary.read else 0.0,
+        'progress': job.progress + [(round(summary.elapsed_s, 2), summary.read)]})
+    print(summary.line(), flush=True)
+    summary.write_json(cfg.summary_json)
+    if cfg.metrics_json:
+        write_metrics_json(summary, cfg.metrics_json, job.parts['failures'] if failure_files is None
+                           else failure_files)
+    if cfg.report:
+        from pipeline.report import write_report
+        from pipeline.summary import metrics
+        page = metrics(summary, [])
+        page['options'] = _displayed_options(cfg)
+        write_report(page, cfg.report)
+    if problem and not (os.environ.get(SHARD_ENV) and code in (EXIT_FAILURES, *EXIT_SIGNAL.values())):
+        print(f'error: {problem}', file=sys.stderr, flush=True)
+    return code
+
+
+def _displayed_options(cfg: RunConfig):
+    """The options of a run for the report, passwords masked."""
+    from transforms.sql.targets import mask_password
+    out = {}
+    for k in ('source', 'target', 'contract_path', 'parse_mode', 'batch_size', 'sink_shards', 'chunk_docs',
+              'processes', 'max_dead_letter_rate', 'only_failed'):
+        v = getattr(cfg, k)
+        if v not in (None, False):
+            out[k.replace('_', '-')] = mask_password(str(v)) if isinstance(v, str) else v
+    out.update({f'{k.replace("_", "-")}': v for k, v in cfg.read._asdict().items()
+                if v is not None and k not in ('app_ids', 'only_sources')})
+    out.update({k.replace('_', '-'): v for k, v in cfg.limits._asdict().items()})
+    if cfg.beam_args:
+        out['beam options'] = ' '.join(cfg.beam_args)
+    return out
+
+
+def committed_summary(job: Job) -> Summary:
+    """The Summary of an interrupted run: counts from the target's processing_log rows of this session (written
+    after the sink commits, so they are exactly what was committed); the finished chunks' counts otherwise."""
+    from transforms.sql.ledger import committed_by_session
+    from transforms.sql.retry import RetryPolicy
+    done = job.summary
+    if job.sink is None:
+        done.extra['counts_from'] = 'finished_chunks'
+        return done
+    try:
+        by_status, rows, by_table = committed_by_session(
+            job.cfg.target, job.sink.schema, job.session, job.sink.metas, job.sink.tiers, dialect=job.cfg.dialect,
+            retry=RetryPolicy(attempts=3, base_delay=0.2, max_delay=1.0))
+    except Exception as e:
+        from transforms.sql.targets import parse_target
+        try:
+            why = parse_target(job.cfg.target, dialect=job.cfg.dialect).scrub(e)
+        except Exception:
+            why = type(e).__name__
+        log.warning('cannot count what was committed from processing_log (%s): the SUMMARY has the finished '
+                    'chunks only', why[:300])
+        done.extra['counts_from'] = 'finished_chunks'
+        return done
+    written = sum(by_status.get('success', {}).values())
+    failed = by_status.get('failed', {})
+    noid = done.counts['dead_lettered_without_app_id']
+    dead = sum(failed.values()) + noid
+    out = Summary({'read': written + dead, 'written': written, 'dead_lettered': dead, 'rows': rows,
+                   'skipped': done.skipped, 'dead_lettered_without_app_id': noid,
+                   'dead_lettered_by_stage': {k or 'unknown': v for k, v in failed.items()},
+                   'rows_by_table': by_table}, time.monotonic() - job.t0, done.extra)
+    out.extra['counts_from'] = 'processing_log'
+    return out
+
+
+def _remove_partial_outputs(job: Job):
+    """An interrupted chunk leaves Beam's temporary folders next to the outputs (beam-temp-<name>-<uuid>)."""
+    import glob
+    import shutil
+    if os.path.isdir(job.work):
+        for d in glob.glob(os.path.join(job.work, 'beam-temp-*')):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+# ============================================================================================= entries
+
+def run(cfg: RunConfig) -> int:
+    """Run a job (run or map command) to its end: the exit status (its SUMMARY printed)."""
+    if cfg.processes > 1:
+        return run_processes(cfg)
+    job = Job(cfg)
+    try:
+        prepare(job)
+        log.info('source: %s', job.source.describe())
+        if job.sink is not None:
+            log.info('target: %s (%s), tables in FK tiers %s', job.sink.display, job.sink.dialect, job.sink.tiers)
+            job.summary.extra.update({'source': job.source.describe(), 'target': job.sink.display})
+        try:
+            run_chunks(job)
+        except Interrupted as stop:
+            log.warning('%s received: the run stopped; counting what was committed', stop.name)
+            job.summary = committed_summary(job)
+            join_parts(job)
+            _remove_partial_outputs(job)
+            return finish(job, interrupted=stop)
+        join_parts(job)
+        return finish(job)
+    finally:
+        job.close()
+
+
+def run_processes(cfg: RunConfig) -> int:
+    """--processes N: N shard processes on this machine, each running this configuration for one shard (app_id
+    modulo for table sources, every N-th file for folders); one summary."""
+    import subprocess
+    import tempfile
+    n = cfg.processes
+    job = Job(cfg.replace(processes=1))
+    # Check everything once, create the tables once, before any process starts.
+    prepare(job)
+    for i in range(n):
+        shard = job.cfg.replace(read=job.cfg.read._replace(shard_count=n, shard_index=i))
+        probe = Job.__new__(Job)
+        probe.cfg, probe.contract = shard, job.contract
+        prepare_source_only(probe)
+    work = tempfile.mkdtemp(prefix='xmlsql-procs-')
+    procs, t0 = [], time.monotonic()
+    preexec = _die_with_parent()
+    forward = _ForwardSignals(procs)
+    shard_cfgs = []
+    with forward:
+        for i in range(n):
+            if forward.received is not None:
+                break
+            shard = job.cfg.replace(
+                read=job.cfg.read._replace(shard_count=n, shard_index=i), create_tables=False,
+                session_id=job.session, summary_json=os.path.join(work, f's{i}.json'), report=None,
+                metrics_json=os.path.join(work, f'm{i}.json') if cfg.metrics_json else None,
+                status=os.path.join(work, f'status{i}.jsonl') if cfg.status else None,
+                dead_letter=os.path.join(work, f'dead{i}.jsonl') if cfg.dead_letter else None)
+            shard_cfgs.append(shard)
+            path = os.path.join(work, f'config{i}.json')
+            with open(path, 'w', encoding='utf-8') as f:
+                f.write(shard.to_json())
+            procs.append(subprocess.Popen([sys.executable, '-m', 'pipeline.shard', path],
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                          preexec_fn=preexec, env={**os.environ, SHARD_ENV: str(os.getpid())}))
+        log.info('%d shard processes started (session %s), target %s', len(procs), job.session, job.sink.display)
+
+        def relay(i, stream):
+            for line in stream:
+                if not line.startswith('SUMMARY '):
+                    sys.stderr.write(f'[shard {i}] {line}')
+        threads = [threading.Thread(target=relay, args=(i, p.stderr), daemon=True) for i, p in enumerate(procs)]
+        for t in threads:
+            t.start()
+        for p in procs:
+            p.stdout.read()       # drained so that no child blocks on a full pipe; the summary comes from its JSON
+        codes = [p.wait() for p in procs]
+        for t in threads:
+            t.join()
+    import shutil
+    try:
+        for sc in shard_cfgs:
+            if os.path.exists(sc.summary_json):
+                d = json.load(open(sc.summary_json))
+                job.summary.add(d.get('counts') or {}, 0.0)
+        job.summary.elapsed_s = time.monotonic() - t0
+        job.summary.extra.update({'processes': n, 'target': job.sink.display, 'shard_exit_codes': codes,
+                                  'source': job.source.describe()})
+        failure_files = [os.path.join(work, 'failures.jsonl')]
+        with open(failure_files[0], 'w', encoding='utf-8') as out:
+            for sc in shard_cfgs:
+                if sc.metrics_json and os.path.exists(sc.metrics_json):
+                    for rec in json.load(open(sc.metrics_json)).get('failed', []):
+                        out.write(json.dumps(rec) + '\n')
+        _join_local([sc.status for sc in shard_cfgs], cfg.status)
+        _join_local([sc.dead_letter for sc in shard_cfgs], cfg.dead_letter)
+        if forward.received is not None:
+            stop = Interrupted(forward.received)
+            job.summary = committed_summary(job)
+            return finish(job, interrupted=stop, failure_files=failure_files)
+        # 0, 3 and 4 are shards that completed (their counts are in their JSON and decide the exit status below).
+        bad = [i for i, c in enumerate(codes) if c not in (EXIT_OK, EXIT_UNBALANCED, EXIT_FAILURES)]
+        if bad:
+            print(job.summary.line(), flush=True)
+            raise RunStopped(f'shard process(es) {bad} ended with exit code(s) {[codes[i] for i in bad]} (their '
+                             'errors are above); documents completed so far are in processing_log; re-run the '
+                             'same command to resume')
+        return finish(job, failure_files=failure_files)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        job.close()
+
+
+def prepare_source_only(job):
+    """make_source for one shard's configuration (a shard without files is a configuration error)."""
+    from transforms.io.sources import SourceError
+    from transforms.io import make_source
+    cfg = job.cfg
+    try:
+        make_source(cfg.source, job.contract, source_table=cfg.source_table, source_column=cfg.source_column,
+                    opts=cfg.read._replace(resume=False), dialect=cfg.dialect, chunk_docs=None,
+                    record_element=cfg.record_element)
+    except SourceError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _join_local(parts, dest):
+    if not dest:
+        return
+    with open(dest, 'wb') as out:
+        for p in parts:
+            if p and os.path.exists(p):
+                with open(p, 'rb') as f:
+                    shutil_copy(f, out)
+
+
+def shutil_copy(src, dst):
+    import shutil
+    shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def _die_with_parent():
+    """A preexec_fn for shard processes: their own process group (a Ctrl-C in the terminal reaches the launcher
+    only, which forwards it), and on Linux the parent-death signal SIGKILL (prctl PR_SET_PDEATHSIG), so that a
+    launcher killed in any way (even SIGKILL) takes its shards with it instead of leaving them writing. Stopping a
+    shard at once is safe: each batch is one transaction and the ledger row is written after the commit, so a
+    re-run redoes exactly what was not committed."""
+    parent = os.getpid()
+    prctl = None
+    if sys.platform.startswith('linux'):
+        try:
+            import ctypes
+            prctl = ctypes.CDLL(None, use_errno=True).prctl      # looked up here, before the fork
+        except (OSError, AttributeError):
+            prctl = None
+
+    def preexec():
+        os.setpgid(0, 0)
+        if prctl is not None:
+            prctl(1, int(signal.SIGKILL), 0, 0, 0)                # 1 = PR_SET_PDEATHSIG
+            if os.getppid() != parent:                            # the launcher died before prctl took effect
+                os._exit(EXIT_STOPPED)
+    return preexec
+
+
+class _ForwardSignals:
+    """In the --processes launcher: SIGINT/SIGTERM are passed on to every shard's process group (each shard
+    then stops cleanly and reports what it committed) instead of stopping the launcher, which waits for its
+    shards and prints one combined SUMMARY. A second signal is forwarded too (the shards then stop at once)."""
+
+    def __init__(self, procs):
+        self.procs, self.received, self.previous = procs, None, {}
+
+    def _handler(self, signum, frame):
+        if self.received is None:
+            self.received = signum
+            os.write(2, f'{signal.Signals(signum).name} received: stopping the shard processes\n'.encode())
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signum)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+    def __enter__(self):
+        for sig in StopOnSignals.SIGNALS:
+            self.previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self.previous.items():
+            signal.signal(sig, old)
+        return False

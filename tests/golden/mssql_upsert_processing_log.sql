@@ -1,0 +1,10 @@
+DROP TABLE IF EXISTS #stage_processing_log;
+SELECT TOP 0 [app_id], [status], [stage], [failure_reason], [session_id], [processing_time], [content_hash] INTO #stage_processing_log FROM [migration].[processing_log]
+UNION ALL SELECT TOP 0 [app_id], [status], [stage], [failure_reason], [session_id], [processing_time], [content_hash] FROM [migration].[processing_log];
+INSERT INTO #stage_processing_log ([app_id], [status], [stage], [failure_reason], [session_id], [processing_time], [content_hash]) VALUES (?, ?, ?, ?, ?, ?, ?);
+MERGE [migration].[processing_log] WITH (HOLDLOCK) AS tgt
+USING #stage_processing_log AS src
+ON tgt.[app_id] = src.[app_id]
+WHEN MATCHED THEN UPDATE SET tgt.[status] = src.[status], tgt.[stage] = src.[stage], tgt.[failure_reason] = src.[failure_reason], tgt.[session_id] = src.[session_id], tgt.[processing_time] = src.[processing_time], tgt.[content_hash] = src.[content_hash]
+WHEN NOT MATCHED BY TARGET THEN INSERT ([app_id], [status], [stage], [failure_reason], [session_id], [processing_time], [content_hash]) VALUES (src.[app_id], src.[status], src.[stage], src.[failure_reason], src.[session_id], src.[processing_time], src.[content_hash]);
+DROP TABLE IF EXISTS #stage_processing_log;

@@ -1,0 +1,214 @@
+"""Issue 11, points 3 and 4: partial and full parsing give identical rows and outcomes for every document, and a
+document that is not well-formed anywhere is refused.
+
+The property is checked on the generator's documents (the deliberately broken ones included) and on structural
+mutations of them that the samples never show: repeated elements on the contract's paths (a second <application>,
+<Request> or <CustData>), reordered sections, end tags of the stop element inside comments and CDATA, a nested
+element of the same name, a self-closing application, malformed and truncated tails, processing instructions and
+deep nesting after the stop point. Each document goes through the pure cores (validate -> parse -> map) in both
+modes; the outcomes (status, stage, reason) and the rows must be equal.
+"""
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from contracts import compile_contract, load_contract
+from pipeline.config import resolve_sample as resolve_contract_path
+from contracts.samples.generate import generate_documents
+from transforms.errors import StageError
+from transforms.map import map_document
+from transforms.parse import ParseSpec, parse_document
+from transforms.records import Doc
+from transforms.validate import Limits, validate_document
+
+CONTRACT = load_contract(resolve_contract_path('credit_app'))
+COMPILED = compile_contract(CONTRACT)
+SPEC = ParseSpec.from_contract(CONTRACT, COMPILED)
+APP_END = '</application>'
+
+
+def outcome(xml, mode, limits=Limits()):
+    doc = Doc('doc.xml', None, xml)
+    try:
+        v = validate_document(doc, limits, CONTRACT.root_element)
+        p = parse_document(v, SPEC._replace(mode=mode, max_depth=limits.max_depth))
+        m = map_document(p, COMPILED)
+    except StageError as e:
+        return ('failed', e.stage, e.reason)
+    return ('ok', m.app_id, m.rows, tuple(m.warnings))
+
+
+def same(xml, limits=Limits()):
+    a, b = outcome(xml, 'partial', limits), outcome(xml, 'full', limits)
+    assert a == b, (a[:3], b[:3])
+    return a
+
+
+DOCS = list(generate_documents(60, seed=31, start_app_id=700000, broken_fraction=0.1))
+
+
+def _split(x):
+    """(head up to and including the first </application>, the rest)."""
+    i = x.index(APP_END) + len(APP_END)
+    return x[:i], x[i:]
+
+
+def _app(x):
+    a = x.index('<application')
+    return x[a:x.index(APP_END) + len(APP_END)]
+
+
+def second_application(x):
+    head, tail = _split(x)
+    other = _app(x).replace('con_id="', 'con_id="9').replace('city="', 'city="Z')
+    return head + other + tail
+
+
+def second_application_after_custdata(x):
+    i = x.index('</CustData>') + len('</CustData>')
+    return x[:i] + _app(x).replace('city="', 'city="Q') + x[i:]
+
+
+def second_custdata(x):
+    i = x.index('</CustData>') + len('</CustData>')
+    return x[:i] + '<CustData>' + _app(x).replace('first_name="', 'first_name="W') + '</CustData>' + x[i:]
+
+
+def second_request(x):
+    i = x.index('</Request>')
+    return x[:i] + '</Request><Request ID="123"><CustData>' + _app(x) + '</CustData>' + x[i:]
+
+
+def tail_before_application(x):
+    """Reorder: a section of the tail moves in front of the application."""
+    head, tail = _split(x)
+    block = '<Bureau_Report><TU_TIE score="700"/><Journals><Journal n="1"/></Journals></Bureau_Report>'
+    a = head.index('<application')
+    return head[:a] + block + head[a:] + tail
+
+
+def end_tag_in_comment(x):
+    a = x.index('<application')
+    g = x.index('>', a) + 1
+    return x[:g] + '<!-- ' + APP_END + ' <application> -->' + x[g:]
+
+
+def end_tag_in_cdata(x):
+    i = x.index('<contact ')
+    return x[:i] + '<note><![CDATA[ ' + APP_END + ' ]]></note>' + x[i:]
+
+
+def nested_application(x):
+    i = x.index('<contact ')
+    return x[:i] + '<application kind="nested"><contact con_id="5" ac_role_tp_c="PR"/></application>' + x[i:]
+
+
+def self_closing_application(x):
+    a = x.index('<application')
+    e = x.index(APP_END) + len(APP_END)
+    g = x.index('>', a)
+    return x[:a] + x[a:g].rstrip('/') + '/>' + x[e:]
+
+
+def application_in_tail_comment(x):
+    head, tail = _split(x)
+    return head + '<!-- <application con_id="1"> -->' + tail
+
+
+def mismatched_tag_in_tail(x):
+    i = x.rindex('</Request>')
+    return x[:i] + '<Bureau><Score></Bureau></Score>' + x[i:]
+
+
+def unclosed_tail(x):
+    i = x.rindex('</Request>')
+    return x[:i] + '<Bureau><Score>' + x[i:]
+
+
+def stray_ampersand_in_tail(x):
+    i = x.rindex('</Request>')
+    return x[:i] + '<Note>A & B</Note>' + x[i:]
+
+
+def undefined_entity_in_tail(x):
+    i = x.rindex('</Request>')
+    return x[:i] + '<Note>&nbsp;</Note>' + x[i:]
+
+
+def pi_in_tail(x):
+    i = x.rindex('</Request>')
+    return x[:i] + '<?target data?>' + x[i:]
+
+
+def deep_tail(x):
+    i = x.rindex('</Request>')
+    return x[:i] + '<d>' * 40 + '</d>' * 40 + x[i:]
+
+
+def junk_after_root(x):
+    return x.rstrip() + '<Provenir/>'
+
+
+MUTATIONS = [second_application, second_application_after_custdata, second_custdata, second_request,
+             tail_before_application, end_tag_in_comment, end_tag_in_cdata, nested_application,
+             self_closing_application, application_in_tail_comment, mismatched_tag_in_tail, unclosed_tail,
+             stray_ampersand_in_tail, undefined_entity_in_tail, pi_in_tail, deep_tail, junk_after_root]
+
+
+def test_generated_documents_give_the_same_outcome_in_both_modes():
+    outcomes = [same(x)[0] for _, x in DOCS]
+    assert 'ok' in outcomes and 'failed' in outcomes      # both kinds are exercised
+
+
+@pytest.mark.parametrize('mutate', MUTATIONS, ids=lambda f: f.__name__)
+def test_mutated_documents_give_the_same_outcome_in_both_modes(mutate):
+    seen = set()
+    for _, x in DOCS[:25]:
+        if APP_END not in x or '<application' not in x or '</Request>' not in x:
+            continue
+        seen.add(same(mutate(x))[0])
+    assert seen
+
+
+@pytest.mark.parametrize('mutate', [mismatched_tag_in_tail, unclosed_tail, stray_ampersand_in_tail,
+                                    undefined_entity_in_tail, junk_after_root])
+def test_a_document_malformed_after_the_application_is_refused(mutate):
+    x = next(x for _, x in DOCS if APP_END in x and same(x)[0] == 'ok')
+    status, stage, reason = same(mutate(x))
+    assert (status, stage) == ('failed', 'parse') and reason.startswith('not well-formed XML'), reason
+
+
+def test_a_second_application_is_read_as_in_full_mode():
+    """Both application elements are read as in full mode (their contacts, addresses and employments; app-level
+    values from the last one, SPEC §1.4); the partial parser used to cut the second one mid-element and lose its
+    addresses and employments without a warning."""
+    x = next(x for _, x in DOCS if APP_END in x and same(x)[0] == 'ok' and 'app_contact_address' in same(x)[2])
+    before = same(x)
+    after = same(second_application(x))
+    assert after[0] == 'ok'
+    ids = {r['con_id'] for r in before[2]['app_contact_base']}
+    new_ids = {r['con_id'] for r in after[2]['app_contact_base']} - ids
+    assert new_ids and all(str(c).startswith('9') for c in new_ids)
+    assert {r['con_id'] for r in after[2]['app_contact_address']} & new_ids
+
+
+def test_a_lower_depth_limit_covers_the_tail_in_both_modes():
+    x = next(x for _, x in DOCS if APP_END in x and same(x)[0] == 'ok')
+    status, stage, reason = same(deep_tail(x), Limits(max_depth=30))
+    assert (status, stage) == ('failed', 'parse') and 'deeper than 30 levels' in reason
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 24), st.lists(st.sampled_from(MUTATIONS), max_size=3), st.integers(0, 10 ** 6),
+       st.booleans())
+def test_random_mutation_chains_and_cuts_give_the_same_outcome(i, chain, cut_seed, cut):
+    x = DOCS[i][1]
+    for mutate in chain:
+        try:
+            x = mutate(x)
+        except ValueError:      # the document lacks the part this mutation needs (a broken one)
+            break
+    if cut and x:
+        x = x[:random.Random(cut_seed).randrange(len(x))]
+    same(x.encode('utf-8'))

@@ -1,0 +1,44 @@
+"""Sources: where the documents come from, as IO transforms beside the sink. `make_source(--source, ...)`."""
+import os
+
+from transforms.errors import StageError
+from transforms.io.container import StreamError, StreamFileSource, root_name
+from transforms.io.files import FileSource
+from transforms.io.sources import ReadOptions, SourceError
+from transforms.io.tables import TableSource, TableSpec
+
+
+def make_source(url_or_path, contract, source_table=None, source_column=None, opts: ReadOptions = ReadOptions(),
+                resume_target=None, resume_schema=None, dialect=None, chunk_docs=None, record_element=None):
+    """A source from the --source option: sqlite:///PATH, odbc:..., or a folder/glob of .xml files."""
+    if url_or_path.startswith(('sqlite:', 'odbc:')):
+        table, schema = source_table or contract.source_table, None
+        if '.' in table:
+            schema, table = table.split('.', 1)
+        elif not url_or_path.startswith('sqlite:'):
+            schema = contract.target_schema
+        spec = TableSpec(url=url_or_path, table=table, column=source_column or contract.source_column,
+                         schema=schema, dialect=dialect)
+        return TableSource(spec, opts, resume_target if opts.resume else None, resume_schema, chunk_docs=chunk_docs)
+    resume = (resume_target, resume_schema, dialect) if opts.resume and resume_target else None
+    if os.path.isfile(url_or_path):
+        # One file: a document, or a container of many (its root is not the contract's root element).
+        try:
+            root = root_name(url_or_path)
+        except (StreamError, StageError) as e:
+            raise SourceError(str(e)) from None
+        if root and root != contract.root_element:
+            if opts.shard_count:
+                raise SourceError('one container file cannot be sharded (--shard-count/--processes): every shard '
+                                  'would parse the whole file; split it, or run one process')
+            src = StreamFileSource(url_or_path, record_element or contract.root_element, limit=opts.limit,
+                                   chunk_docs=chunk_docs, resume=resume)
+            return src.only(opts.only_sources) if opts.only_sources is not None else src
+    src = FileSource(url_or_path, limit=opts.limit, chunk_docs=chunk_docs, resume=resume)
+    if opts.shard_count:
+        # Files have no app_id before parsing: shard them by position in the sorted listing.
+        paths = src.paths[opts.shard_index::opts.shard_count]
+        if not paths:
+            raise SourceError(f'shard {opts.shard_index} of {opts.shard_count} has no files at {url_or_path!r}')
+        src = FileSource(url_or_path, chunk_docs=chunk_docs, _paths=paths, _root=src.root, resume=resume)
+    return src.only(opts.only_sources) if opts.only_sources is not None else src

@@ -1,0 +1,198 @@
+"""`WriteToSql`: MappedDocs into the target tables, in FK tiers, batched per table by GroupIntoBatches, one
+connection per bundle; one Outcome per document."""
+import logging
+from typing import Dict, Optional, Sequence
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.pvalue import TaggedOutput
+
+from transforms.records import MappedDoc, Outcome, RowGroup
+from transforms.sink.bundle import FAILED_TAG, METRICS_NAMESPACE, _ConnPerBundleFn, _metas_by_name
+from transforms.sink.owned import CHANGED_TAG, _CompensateFn, _ReplaceFn
+from transforms.sink.writer import SinkError, _norm
+from transforms.sql.meta import TableMeta
+from transforms.sql.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+
+class WriteBatchesFn(_ConnPerBundleFn):
+    """((table, shard), Iterable[RowGroup]) -> ('ok', table, [app_ids], n_rows); tagged 'failed':
+    (app_id, source, reason).
+    Side input (optional): app_ids that failed in earlier tiers; their rows are not written."""
+
+    def __init__(self, target_url, metas: Dict[str, TableMeta], dialect=None, retry: RetryPolicy = RetryPolicy()):
+        super().__init__(target_url, dialect, retry)
+        self.metas = _metas_by_name(metas)
+        self.c_rows = Metrics.counter(METRICS_NAMESPACE, 'sink_rows_written')
+        self.c_batches = Metrics.counter(METRICS_NAMESPACE, 'sink_batches')
+        self.c_failed = Metrics.counter(METRICS_NAMESPACE, 'sink_docs_failed')
+        self.c_skipped = Metrics.counter(METRICS_NAMESPACE, 'sink_groups_skipped_failed_earlier')
+        self._skip_src, self._skip = None, frozenset()
+
+    def _skip_set(self, failed_before):
+        if failed_before is None:
+            return frozenset()
+        if failed_before is not self._skip_src:
+            self._skip_src = failed_before
+            self._skip = frozenset(_norm(x[0] if isinstance(x, (tuple, list)) else x) for x in failed_before)
+        return self._skip
+
+    def process(self, element, failed_before=None):
+        key, groups = element
+        table = key[0] if isinstance(key, tuple) else key        # (table, shard)
+        meta = self.metas.get(table)
+        if meta is None:
+            raise SinkError(f'no metadata for table {table!r}')
+        skip = self._skip_set(failed_before)
+        todo = []
+        for g in groups:
+            if skip and _norm(g.app_id) in skip:
+                self.c_skipped.inc()
+            else:
+                todo.append(g)
+        if not todo:
+            return
+        res = self._writer().write(meta, todo)
+        self.c_batches.inc()
+        self.c_rows.inc(res.rows_written)
+        Metrics.counter('rows_by_table', table).inc(res.rows_written)
+        if res.failures:
+            self.c_failed.inc(len(res.failures))
+        yield ('ok', table, list(res.written), res.rows_written)
+        for f in res.failures:
+            yield TaggedOutput(FAILED_TAG, f)
+
+
+class _ExplodeFn(beam.DoFn):
+    """MappedDoc -> ((table, shard), RowGroup) for the tables of one tier. Documents that failed in an earlier
+    tier (side inputs: lists of (app_id, source, reason), one per earlier tier) are dropped. The side inputs
+    are the barrier: this step starts only when every earlier tier has finished, and only failed ids cross it."""
+
+    def __init__(self, tables: Sequence[str], shards: int = 1):
+        self.tables, self.shards = tuple(tables), max(1, int(shards))
+        self.c_skipped = Metrics.counter(METRICS_NAMESPACE, 'sink_docs_skipped_failed_earlier')
+        self._src, self._skip = None, frozenset()
+
+    def process(self, doc: MappedDoc, *failed_before):
+        if failed_before:
+            if failed_before != self._src:
+                self._src = failed_before
+                self._skip = frozenset(_norm(f[0]) for fb in failed_before for f in fb)
+            if self._skip and _norm(doc.app_id) in self._skip:
+                self.c_skipped.inc()
+                return
+        shard = _norm(doc.app_id) % self.shards if isinstance(_norm(doc.app_id), int) else 0
+        for t in self.tables:
+            rows = doc.rows.get(t)
+            if rows:
+                yield ((t, shard), RowGroup(doc.app_id, doc.source, list(rows)))
+
+
+class WriteToSql(beam.PTransform):
+    """PCollection[MappedDoc] -> PCollection[Outcome] (one per MappedDoc).
+
+    [replace: documents written before (a processing_log success row for the app_id) lose their old rows first,
+    children first, in one transaction per batch of documents] -> per FK tier: explode to ((table, shard),
+    RowGroup), dropping the documents that failed in an earlier tier (side inputs of the earlier tiers' failures:
+    the barrier) -> GroupIntoBatches(batch_size), keyed by (table, shard) so that a table is written by up to
+    `shards` workers at a time -> WriteBatchesFn (one connection per bundle). Outcomes: CoGroupByKey(app_id) of
+    every document's summary with all failures; a document that failed after some tier had written it has those
+    rows removed again (compensation)."""
+
+    def __init__(self, target_url: str, metas: Dict[str, TableMeta], tiers: Sequence[Sequence[str]],
+                 batch_size: int = 500, dialect: Optional[str] = None, retry: RetryPolicy = RetryPolicy(),
+                 replace: bool = True, ledger_schema: Optional[str] = None, shards: int = 1):
+        super().__init__()
+        self.target_url = target_url
+        self.metas = dict(metas)
+        self.tiers = [list(t) for t in tiers if t]
+        self.batch_size = int(batch_size)
+        self.dialect = dialect
+        self.retry = retry
+        self.replace = replace
+        self.shards = max(1, int(shards))
+        self.ledger_schema = ledger_schema if ledger_schema is not None else next(
+            (m.schema for m in self.metas.values()), None)
+        missing = [t for tier in self.tiers for t in tier if t not in self.metas]
+        if missing:
+            raise SinkError(f'WriteToSql: no table metadata for {", ".join(missing)}')
+
+    def expand(self, docs):
+        key_type = beam.typehints.Tuple[beam.typehints.Tuple[str, int], beam.typehints.Any]
+        failed = []
+        written = tuple(t for tier in self.tiers for t in tier)
+        alive = docs
+        early_failed, changed = [], None
+        if self.replace and self.tiers:
+            # Re-migration replaces a document's rows: what its new version no longer maps to must go, and the
+            # target must end as a fresh run of the new version would leave it (defaults, NULLs and all).
+            rep = (docs
+                   | 'BatchForReplace' >> beam.BatchElements(min_batch_size=1, max_batch_size=self.batch_size)
+                   | 'ReplaceEarlierRows' >> beam.ParDo(_ReplaceFn(
+                       self.target_url, {t: self.metas[t] for t in written}, self.tiers, self.ledger_schema,
+                       self.dialect, self.retry)).with_outputs(FAILED_TAG, CHANGED_TAG, main='ok'))
+            alive = rep.ok
+            early_failed.append(rep[FAILED_TAG])
+            changed = rep[CHANGED_TAG]
+        for i, tier in enumerate(self.tiers):
+            before = [beam.pvalue.AsList(f) for f in early_failed + failed]
+            keyed = (alive | f'ExplodeTier{i}' >> beam.ParDo(_ExplodeFn(tuple(tier), self.shards), *before)
+                     .with_output_types(key_type))
+            batches = keyed | f'BatchTier{i}' >> beam.GroupIntoBatches(self.batch_size)
+            fn = WriteBatchesFn(self.target_url, {t: self.metas[t] for t in tier}, self.dialect, self.retry)
+            res = batches | f'WriteTier{i}' >> beam.ParDo(fn).with_outputs(FAILED_TAG, main='ok')
+            failed.append(res[FAILED_TAG])
+        summary = docs | 'KeyDocs' >> beam.Map(_doc_summary, written)
+        failures = early_failed + failed
+        joined = {'doc': summary}
+        if failures:
+            all_failed = failures[0] if len(failures) == 1 else tuple(failures) | 'AllFailures' >> beam.Flatten()
+            joined['failed'] = all_failed | 'KeyFailed' >> beam.Map(lambda f: (_norm(f[0]), f))
+        if changed is not None:
+            joined['changed'] = changed | 'KeyChanged' >> beam.Map(lambda a: (a, True))
+        if len(joined) == 1:
+            return summary | 'Outcomes' >> beam.Map(lambda kv: _outcome(kv[1], None, False))
+        outcomes = joined | 'JoinOutcomes' >> beam.CoGroupByKey() | 'Outcomes' >> beam.FlatMap(_outcomes)
+        if not failures:
+            return outcomes
+        # A document that failed in a later tier may have rows committed in earlier ones: remove them, so that a
+        # dead-lettered document leaves nothing half-written behind. The failed outcomes pass through.
+        failed_docs = outcomes | 'SinkFailed' >> beam.Filter(lambda o: o.status != 'success')
+        ok_docs = outcomes | 'SinkOk' >> beam.Filter(lambda o: o.status == 'success')
+        cleaned = failed_docs | 'RemovePartialRows' >> beam.ParDo(
+            _CompensateFn(self.target_url, {t: self.metas[t] for t in written}, self.tiers, self.dialect,
+                          self.retry))
+        return (ok_docs, cleaned) | 'FinalOutcomes' >> beam.Flatten()
+
+
+def _doc_summary(d: MappedDoc, written):
+    """(app_id, what the outcome of the document needs): small, the rows stay behind."""
+    tables = tuple((t, len(d.rows[t])) for t in written if d.rows.get(t))
+    return _norm(d.app_id), (d.source, d.app_id, tables, tuple(d.warnings or ()), d.content_hash)
+
+
+def _outcome(doc, failure, changed):
+    source, app_id, tables, warnings, content_hash = doc
+    if failure is None:
+        return Outcome(source, app_id, 'success', None, None, sum(n for _, n in tables), warnings,
+                       content_hash, changed, tables)
+    return Outcome(source, app_id, 'failed', 'sink', failure[2], 0, warnings, content_hash, False)
+
+
+def _failure_for(source, failures):
+    """The failure of the doc with `source` among the failures of its app_id (matched by source; a failure
+    whose source matches no doc of the app_id applies to all of them)."""
+    for f in failures:
+        if f[1] == source:
+            return f
+    return None
+
+
+def _outcomes(kv):
+    _, groups = kv
+    failures = list(groups.get('failed', ()))
+    changed = bool(list(groups.get('changed', ())))
+    for doc in groups['doc']:
+        yield _outcome(doc, _failure_for(doc[0], failures) if failures else None, changed)
