@@ -33,7 +33,7 @@ import psutil
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, 'deploy', 'portable_local.sh')
-SUMMARY = re.compile(r'^SUMMARY read=(\d+) written=(\d+) dead_lettered=(\d+) rows=(\d+) docs_per_min=([\d.]+)$', re.M)
+SUMMARY = re.compile(r'^SUMMARY read=(\d+) written=(\d+) dead_lettered=(\d+) rows=(\d+) docs_per_min=([\d.]+)', re.M)
 PY = sys.executable
 RUNNERS = {
     'in_memory': [PY, '-m', 'pipeline', 'run'],

@@ -24,7 +24,7 @@ import uuid
 import pytest
 
 from pipeline.cli import main as cli
-from pipeline.generate import write_sqlite_source
+from contracts.samples.generate import write_sqlite_source
 from test_runners import _sort_key, parse_summary, process_groups_alive, service_pgids
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,7 +33,7 @@ CC = os.path.normpath(os.path.join(REPO, '..', 'shared', 'seed-corpus', 'cc'))
 PG = os.environ.get('XMLSQL_TEST_PG')
 N_DOCS = 60
 SEED = 31
-COMMON = ['--batch-size', '16', '--partitions', '4', '--log-level', 'WARNING', '--create-tables']
+COMMON = ['--batch-size', '16', '--log-level', 'WARNING', '--create-tables']
 # A column the database fills with GETUTCDATE() when the document has no value holds the run's time, which
 # differs between two runs; such a value (anything stamped since yesterday) is compared as this marker.
 STAMPED = '<stamped at run time>'
@@ -69,8 +69,8 @@ class Corpus:
         """The contract file to run with; for PostgreSQL a temp copy writing into the test's own schema."""
         if schema is None:
             return self.contract
-        from pipeline.cli import resolve_contract_path
-        c = json.load(open(resolve_contract_path(self.contract)))
+        from pipeline.config import resolve_sample
+        c = json.load(open(resolve_sample(self.contract)))
         c['target_schema'] = schema
         path = tmp_path / f'contract-{schema}.json'
         path.write_text(json.dumps(c))
@@ -160,6 +160,8 @@ def _args(corpus, target, contract, outputs):
     args = ['--contract', contract, '--source', corpus.source, '--target', target.url, '--tables', corpus.tables]
     for opt, path in outputs.items():
         args += [opt, str(path)]
+    if '://' in corpus.source or corpus.source.startswith('odbc:'):
+        args += ['--partitions', '4']           # table sources only (a folder is an error for --partitions)
     return args + COMMON
 
 
@@ -239,13 +241,6 @@ def test_engine_writes_the_same_as_direct_runner(engine, corpus_name, kind, corp
         s = parse_summary(proc.stdout)
         got = target.contents(corpus.spec())
         extra_dead = sorted(set(got['dead_letter']) - set(ref['dead_letter']))
-        if engine == 'prism' and extra_dead and all(d[2] == 'sink' and 'foreign key' in str(d[3])
-                                                    for d in extra_dead):
-            # seen 2 of 8 runs of cc-pg on Prism: a child table's rows written before the parent's last batch
-            # (the tier barrier fired early); SQLite does not enforce the foreign keys, PostgreSQL does
-            pytest.xfail(f'known intermittent defect on prism: {len(extra_dead)} document(s) dead-lettered with a '
-                         f'foreign-key violation ({extra_dead[0][3][:120]}): the FK tier barrier '
-                         f'(CoGroupByKey after GroupIntoBatches) let a tier start before the previous one finished')
         assert not extra_dead, f'{engine} dead-lettered what DirectRunner wrote: ' + '; '.join(
             f'{d[0]} at {d[2]}: {d[3]}' for d in extra_dead[:5])
         assert s['read'] == s['written'] + s['dead']                          # the SUMMARY invariant
@@ -285,18 +280,13 @@ def test_a_missing_tool_is_one_clear_line_and_exit_4(tmp_path):
 # --------------------------------------------------------------------- a document the database rejects
 
 SINK_REJECTED = (100005, 100006)
-# known defect (issue 13, "summary counts from metrics"; the lead fixes it): on Flink and Spark the outcome
-# counters of the sink's stage and of the early dead letters' stage share their names and only one stage's
-# value comes back, so a document dead-lettered at the sink is not counted (SUMMARY dead_lettered=1 of 3,
-# exit 3), while the tables, the ledger and the dead letters are right
-COUNTER_DEFECT_ON = ('flink', 'flink-cluster', 'spark')
 
 
 def _target_with_a_rejecting_trigger(path):
     """The sample contract's tables, created up front, with a trigger that rejects two documents' pricing rows:
     those documents fail at the sink (bisected, dead-lettered with stage 'sink')."""
-    from pipeline.cli import load_contract_or_fail
-    from pipeline.db.plan import prepare_sink
+    from pipeline.config import load_contract_or_fail
+    from transforms.sql.plan import prepare_sink
     url = f'sqlite:///{path}'
     prepare_sink(url, load_contract_or_fail('credit_app'),
                  tables_spec=os.path.join(REPO, 'contracts', 'samples', 'credit_app_tables.json'), create=True)
@@ -324,9 +314,6 @@ def test_documents_rejected_by_the_database_are_counted_on_the_engine(engine, co
         assert got[t] == ref[t], f'{t} on {engine} differs from the DirectRunner run'
     s = parse_summary(proc.stdout)
     expected = (len(ref['processing_log']) - len(ref['dead_letter']), len(ref['dead_letter']))
-    if engine in COUNTER_DEFECT_ON and proc.returncode == 3 and s['dead'] == expected[1] - len(SINK_REJECTED):
-        pytest.xfail(f'known defect on {engine}: the SUMMARY does not count the {len(SINK_REJECTED)} documents '
-                     f'dead-lettered at the sink (issue 13, summary counts from metrics)')
     assert (s['written'], s['dead']) == expected, proc.stderr[-2000:]
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert process_groups_alive(service_pgids(proc.stderr)) == []
