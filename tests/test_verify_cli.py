@@ -332,3 +332,22 @@ def test_cc_corpus_after_run_verify_agrees(tmp_path, targets, kind):
     t = report['tables']['app_contact_address']
     assert (t['rows_differ'], t['differs'], report['problems']) == (1, {'city': 1}, 1)
     assert t['examples'][0]['key'] == {'con_id': con, 'address_type_enum': typ}
+
+
+@pytest.mark.slow
+def test_a_document_dead_lettered_at_the_sink_is_reported_missing(tmp_path, targets):
+    """Unlike a document broken at the source, one the sink refused (a con_id no integer column holds) does define
+    rows: the target lacks them, so verify says so, for that document only."""
+    docs = dict(generate_documents(10, seed=3, broken_fraction=0))
+    poisoned = sorted(docs)[2]
+    docs[poisoned], n = re.subn(r'con_id="\d+"', 'con_id="12345678901234567890"', docs[poisoned], count=1)
+    assert n == 1
+    source = sqlite_source(str(tmp_path / 'src.db'), docs)
+    target = targets('sqlite', 'poison')
+    migrate(target, source)
+    assert target.rows(f'SELECT app_id, stage FROM {target.t("dead_letter")}') == [(poisoned, 'sink')]
+    report, _ = verify(target, source, tmp_path, expect=4)
+    listed = [e for t in report['tables'].values() for e in t['examples']]
+    assert listed and {(e['kind'], e['app_id']) for e in listed} == {('missing', poisoned)}
+    assert report['documents_not_mapped'] == 0 and report['documents_with_rows_but_no_success'] == []
+    assert report['problems'] == len(listed)
