@@ -188,7 +188,7 @@ def _chain(doc, col, row_el, row_scope, raw, tr):
     n = len(steps)
     i = 0
     if tr is not None:
-        tr.append(('extract', raw, None))
+        tr.append(('extract', raw, doc.absent(col, row_el) if raw is None else None))
     if raw is None and col.xkind >= X_ROLE and n and steps[0] != S_ENUM:
         n = 0                   # no contact of that role: the chain stops here (SPEC §1.4)
     while i < n:
@@ -291,7 +291,8 @@ def raw_through_chain(doc, col):
     if not col.steps:
         raw = doc.extract(col, None)
         if doc.trace is not None:
-            doc.trace.column(col, None).extend([('extract', raw, None), ('=', raw, 'text')])
+            doc.trace.column(col, None).extend([('extract', raw, doc.absent(col, None) if raw is None else None),
+                                                ('=', raw, 'text')])
         return raw
     v, st = column_value(doc, col, None, False)
     if v is None or st == DEFAULTED:

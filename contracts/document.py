@@ -8,6 +8,10 @@ def _required_text(rule):
     return ', '.join(f'{a}' if v is True else f'{a} in {"/".join(v)}' for a, v in rule.required.items())
 
 
+_ROLE_NAMES = {'last_valid_pr_contact': 'valid PR contact', 'last_valid_sec_contact': 'valid SEC contact',
+               'authu_contact': 'AUTHU contact'}
+
+
 class Document:
     """Per-document state of one mapping: element cache, valid contacts, expression look-ups, warnings."""
     __slots__ = ('cc', 'root', 'cache', 'lower', 'warnings', 'app', 'app_id', 'valid', 'primary', 'valid_rows',
@@ -209,6 +213,50 @@ class Document:
             want = sub.type_values[0]
             kids = [k for k in kids if k.get(sub.type_attribute) == want]
         return self.get(kids[-1], col.attr, col.attr_l) if kids else None
+
+    def absent(self, col, row_el):
+        """Why `extract` found no value (it returned None), for `explain`: the element the value comes from is not
+        in the document, or it has no such attribute. Value-free; never called while mapping for a run."""
+        from contracts.explain import element_label
+        k = col.xkind
+        no_attr = f'no attribute {col.attr!r} on '
+        if k == X_APP:
+            e = self.last(col.path)
+            return f'no element {col.path}' if e is None else no_attr + element_label(e)
+        if k == X_ROW:
+            return no_attr + element_label(row_el)
+        if k == X_REL:
+            cur = [row_el]
+            for tag in col.rel:
+                cur = [c for e in cur for c in e.iterchildren(tag)]
+            return (no_attr + element_label(cur[-1]) if cur else
+                    f'no <{"/".join(col.rel)}> below {element_label(row_el)}')
+        if k == X_ROLE:
+            els = self.cache.get(col.role)
+            if els is None:
+                els = self.cache[col.role] = self._role_elements(col.role)
+            role = _ROLE_NAMES.get(col.role, col.role)
+            if not els:
+                return f'the document has no {role}'
+            el = els[-1]
+            if not col.rel:
+                return no_attr + f'the {role} ' + element_label(el)
+            cur = [el]
+            for tag in col.rel:
+                cur = [c for e in cur for c in e.iterchildren(tag)]
+            return (no_attr + element_label(cur[-1]) if cur else
+                    f'no <{"/".join(col.rel)}> below the {role} {element_label(el)}')
+        el = row_el if row_el is not None else self.primary
+        if el is None:
+            return 'the document has no primary contact'
+        kids = list(el.iterchildren(col.rel[0]))
+        sub = col.role_sub
+        if sub is not None:
+            want = sub.type_values[0]
+            kids = [k for k in kids if k.get(sub.type_attribute) == want]
+            if not kids:
+                return f'no <{col.rel[0]} {sub.type_attribute}="{want}"> below {element_label(el)}'
+        return no_attr + element_label(kids[-1]) if kids else f'no <{col.rel[0]}> below {element_label(el)}'
 
     # -- expression lookups ----------------------------------------------------------------------------------------
     def _tag_last(self, tag_l):

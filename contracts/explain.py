@@ -80,7 +80,7 @@ def render(report, shapes=False) -> str:
             final = None
             for step, value, what in c['steps']:
                 if step == 'extract':
-                    chain.append(f'raw {_show(value, shapes)}')
+                    chain.append(f'raw {_show(value, shapes)}' + (f' ({what})' if what else ''))
                 elif step == '=':
                     final = f'-> {_show(value, shapes)} [{what}]'
                 else:

@@ -202,7 +202,8 @@ def _warranty(doc, col, shape, keyed, groups, notes):
     raw = doc.extract(col, None)                 # stripped strings, no conversion, no truncation (SPEC §1.3)
     s = raw.strip() if raw is not None else ''
     if doc.trace is not None:
-        doc.trace.column(col, None).extend([('extract', raw, None), ('=', s or None, 'stripped text')])
+        doc.trace.column(col, None).extend([('extract', raw, doc.absent(col, None) if raw is None else None),
+                                            ('=', s or None, 'stripped text')])
     if s:
         g.row[col.column] = s
         g.meaningful = g.meaningful or _meaningful_text(s)

@@ -1,6 +1,7 @@
 """`python -m pipeline explain --contract C FILE` (or `--source S --app-id N`): one document through the
 contract, every mapping with its trace (contracts/explain.py), as text or JSON."""
 import json
+import os
 
 from pipeline.config import ConfigError, load_contract_or_fail
 
@@ -22,10 +23,21 @@ def _document(args, contract):
         schema = contract.target_schema
     spec = TableSpec(url=args.source, table=table, column=args.source_column or contract.source_column,
                      schema=schema, dialect=args.dialect)
+    from transforms.sql.targets import TargetError, parse_target
+    try:
+        target = parse_target(args.source, dialect=args.dialect)
+    except TargetError as e:
+        raise ConfigError(str(e)) from None
+    if target.sqlite_path is not None and not os.path.exists(target.sqlite_path):
+        raise ConfigError(f'source: no SQLite database at {target.sqlite_path}')
     try:
         xml = fetch_from_table(spec, args.app_id)
     except SourceError as e:
         raise ConfigError(str(e)) from None
+    except Exception as e:              # no such table or column, a refused login: one line, no password
+        why = target.scrub(e)
+        where = '' if target.display in why else f' in {target.display}'
+        raise ConfigError(f'cannot read app_id {args.app_id} from {table}.{spec.column}{where}: {why}') from None
     if xml is None:
         raise ConfigError(f'app_id {args.app_id} is not in {table}')
     return f'{table}:{args.app_id}', args.app_id, xml

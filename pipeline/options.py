@@ -192,8 +192,9 @@ def _verify(g):
     g.add_argument('--sample', type=_int_or_none, default=None,
                    help='Compare only this many documents of the source (every n-th app_id / file), not all.')
     g.add_argument('--json', dest='verify_json', default=None,
-                   help='Write the comparison (per table: rows matching, missing, extra, differing cells by column; '
-                        'documents with rows but no success in the ledger) to this JSON file.')
+                   help='Write the comparison (per table: rows matching, missing, extra, differing cells by column, '
+                        'and the first 50 problems with app_id, primary key and columns; documents with rows but '
+                        'no success in the ledger) to this JSON file.')
 
 
 # command -> the option groups it shows and accepts (each: (title, adder))

@@ -389,7 +389,7 @@ def finish(job: Job, interrupted: Optional[Interrupted] = None, failure_files=No
         'max_dead_letter_rate': cfg.max_dead_letter_rate, 'session_id': job.session,
         'status': 'interrupted' if interrupted is not None else ('ok' if code == EXIT_OK else 'failed'),
         'dead_letter_rate': round(summary.dead_lettered / summary.read, 6) if summary.read else 0.0,
-        'progress': job.progress + [(round(summary.elapsed_s, 2), summary.read)]})
+        'progress': _progress_points(job)})
     print(summary.line(), flush=True)
     summary.write_json(cfg.summary_json)
     if cfg.metrics_json:
@@ -400,24 +400,46 @@ def finish(job: Job, interrupted: Optional[Interrupted] = None, failure_files=No
         from pipeline.summary import metrics
         page = metrics(summary, [])
         page['options'] = _displayed_options(cfg)
+        if summary.extra.get('processes'):        # the launcher of --processes N runs its own job as 1
+            page['options']['processes'] = summary.extra['processes']
         write_report(page, cfg.report)
     if problem and not (os.environ.get(SHARD_ENV) and code in (EXIT_FAILURES, *EXIT_SIGNAL.values())):
         print(f'error: {problem}', file=sys.stderr, flush=True)
     return code
 
 
+def _progress_points(job: Job):
+    """(seconds since the launch, documents read) samples for the report's chart, the end of the run last; one
+    clock (the launcher's wall clock) for every point, so time never runs backwards."""
+    points = list(job.progress)
+    end = (round(time.monotonic() - job.t0, 2), job.summary.read)
+    if not points or end[0] > points[-1][0]:
+        points.append(end)
+    return points
+
+
 def _displayed_options(cfg: RunConfig):
-    """The options of a run for the report, passwords masked."""
+    """The options of a run for the report, under their command-line names, passwords masked."""
     from transforms.sql.targets import mask_password
     out = {}
-    for k in ('source', 'target', 'contract_path', 'parse_mode', 'batch_size', 'sink_shards', 'chunk_docs',
-              'processes', 'max_dead_letter_rate', 'only_failed'):
+    for k, name in (('source', 'source'), ('target', 'target'), ('contract_path', 'contract'),
+                    ('parse_mode', 'parse-mode'), ('batch_size', 'batch-size'), ('sink_shards', 'sink-shards'),
+                    ('chunk_docs', 'chunk-docs'), ('processes', 'processes'),
+                    ('max_dead_letter_rate', 'max-dead-letter-rate'), ('only_failed', 'only-failed')):
         v = getattr(cfg, k)
         if v not in (None, False):
-            out[k.replace('_', '-')] = mask_password(str(v)) if isinstance(v, str) else v
-    out.update({f'{k.replace("_", "-")}': v for k, v in cfg.read._asdict().items()
-                if v is not None and k not in ('app_ids', 'only_sources')})
-    out.update({k.replace('_', '-'): v for k, v in cfg.limits._asdict().items()})
+            out[name] = mask_password(str(v)) if isinstance(v, str) else v
+    for k, v in cfg.read._asdict().items():
+        if k == 'resume':
+            out['resume' if v else 'no-resume'] = True
+        elif v is not None and k not in ('app_ids', 'only_sources'):
+            out[k.replace('_', '-')] = v
+    for k, v in cfg.limits._asdict().items():
+        if k == 'max_doc_bytes':
+            mb = round(v / (1024 * 1024), 3)
+            out['max-doc-mb'] = int(mb) if float(mb).is_integer() else mb
+        else:
+            out[k.replace('_', '-')] = v
     if cfg.beam_args:
         out['beam options'] = ' '.join(cfg.beam_args)
     return out

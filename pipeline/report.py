@@ -80,7 +80,8 @@ def _chart(points: Sequence[Sequence[float]], width=1000, height=260) -> str:
     return (f'<svg role="img" aria-label="documents done over time" width="100%" viewBox="0 0 {width} {height}" '
             f'xmlns="http://www.w3.org/2000/svg">{"".join(ticks)}'
             f'<polyline fill="none" stroke="#2563c9" stroke-width="2" points="{line}"/></svg>'
-            f'<p class="muted">documents done over elapsed time; average {rate:,.0f} docs/min</p>')
+            f'<p class="muted">documents done over the wall-clock time since the launch (setup included); '
+            f'{rate:,.0f} docs/min on average</p>')
 
 
 def render_report(s: Dict[str, Any]) -> str:

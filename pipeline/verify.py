@@ -3,15 +3,19 @@
 A Beam pipeline re-maps the source's documents (or every n-th of them) with the contract and compares the rows
 they define with what the target holds for those app_ids, table by table and column by column (CoGroupByKey on
 (table, primary key)): rows missing, rows extra, cells that differ (by column), and documents that have rows in
-the target but no `success` in processing_log (left by a crash). Prints a table, writes --json, and exits 0 only
-when source and target agree (4 otherwise). Values never leave the comparison: the report names tables, columns,
-app_ids and counts.
+the target but no `success` in processing_log (left by a crash). Prints a table and the first problems, writes
+--json, and exits 0 only when source and target agree (4 otherwise). Documents the pipeline itself would
+dead-letter (validation, parse, mapping) define no rows: the target must hold none for them. Values are compared
+in a normal form per column type (Decimal('1.50') equals 1.5, a datetime equals its text in SQLite, a date column's
+midnight equals the date), so only a different value is a difference. Cell values never leave the comparison:
+the report names tables, columns, app_ids, primary keys and counts.
 """
 import datetime as dt
 import decimal
 import json
 import logging
 import math
+import re
 import sys
 from typing import Any, Dict, List, Optional
 
@@ -39,6 +43,10 @@ def normalizer(col_type: str):
         def f(v):
             if v is None or v == '':
                 return None
+            if isinstance(v, bool):                 # PostgreSQL boolean / a driver's bit as True / False
+                return int(v)
+            if isinstance(v, str) and v.strip().lower() in ('true', 'false'):
+                return int(v.strip().lower() == 'true')
             try:
                 return int(decimal.Decimal(str(v)))
             except (decimal.InvalidOperation, ValueError):
@@ -126,18 +134,47 @@ class _Instant:
         return f'_Instant({self.d})'
 
 
+_NO_LITERAL = object()
+
+
+def literal_default(text):
+    """The value of a column default that is a constant, as the database would fill it in (``0``, ``((0))``,
+    ``'N'::character varying``, ``N'x'``, ``false``), or _NO_LITERAL for anything computed (CURRENT_TIMESTAMP,
+    getutcdate(), nextval(...))."""
+    if text is None:
+        return _NO_LITERAL
+    d = str(text).strip()
+    while d.startswith('(') and d.endswith(')'):
+        d = d[1:-1].strip()
+    d = re.sub(r'::[a-z ]+(\(\d+(,\s*\d+)?\))?$', '', d, flags=re.I).strip()
+    while d.startswith('(') and d.endswith(')'):
+        d = d[1:-1].strip()
+    if re.fullmatch(r'-?\d+(\.\d+)?', d):
+        return d
+    m = re.fullmatch(r"N?'((?:[^']|'')*)'", d)
+    if m:
+        return m.group(1).replace("''", "'")
+    if d.lower() in ('true', 'false'):
+        return d.lower()
+    return _NO_LITERAL
+
+
 def compare_rows(expected: Optional[Dict], actual: Optional[Dict], meta) -> List[str]:
     """The columns whose values differ between the row the contract defines and the row the target holds. A
-    column the mapped row leaves out holds NULL in the target, or its default where the table has one (not
-    compared)."""
+    column the mapped row leaves out holds NULL in the target, or its default where the table has one: a
+    constant default is compared, a computed one (the current time, an identity) is not."""
     diff = []
     for c in meta.columns:
         if c.computed or c.name.lower() in ('rowstamp',):
             continue
         if c.name in expected:
             e = expected[c.name]
-        elif c.default is not None or c.identity:
+        elif c.identity:
             continue
+        elif c.default is not None:
+            e = literal_default(c.default)
+            if e is _NO_LITERAL:
+                continue
         else:
             e = None
         norm = normalizer(c.type)
@@ -239,44 +276,71 @@ def owned_rows_selects(d, metas, tiers):
     return out
 
 
+def _key_of(meta, row):
+    """The primary key of a row as {column: value} for the report (ids and codes, the key the database holds)."""
+    out = {}
+    for k in meta.primary_key:
+        c = meta.column(k)
+        v = row.get(c.name if c is not None else k)
+        out[c.name if c is not None else k] = v if v is None or isinstance(v, (int, str)) else str(v)
+    return out
+
+
 def _compare(kv, metas):
+    """One (table, primary key) with the rows the source defines and the rows the target holds for it, paired by
+    the document (app_id) that owns them: ('match' | 'differs' | 'missing' | 'extra', table, app_id, key,
+    differing columns)."""
     (table, _), items = kv
-    exp = [i for i in items if i[0] == 'expected']
-    act = [i for i in items if i[0] == 'actual']
     meta = metas[table]
-    if exp and not act:
-        yield ('missing', table, exp[0][1], None)
-    elif act and not exp:
-        yield ('extra', table, act[0][1], None)
-    else:
-        for col in compare_rows(exp[0][2], act[0][2], meta):
-            yield ('differs', table, exp[0][1], col)
-        if len(act) > 1:
-            yield ('extra', table, act[1][1], None)
-        else:
-            yield ('match', table, exp[0][1], None)
+    exp = {}
+    for kind, app_id, row in items:
+        if kind == 'expected':
+            exp.setdefault(app_id, row)
+    act = [(app_id, row) for kind, app_id, row in items if kind == 'actual']
+    held = set()
+    for app_id, row in act:
+        if app_id in exp and app_id not in held:
+            held.add(app_id)
+            cols = compare_rows(exp[app_id], row, meta)
+            yield ('differs' if cols else 'match', table, app_id, _key_of(meta, row), cols)
+        else:                       # no document of the source maps to it (or a second copy): extra
+            yield ('extra', table, app_id, _key_of(meta, row), [])
+    for app_id, row in exp.items():
+        if app_id not in held:
+            yield ('missing', table, app_id, _key_of(meta, row), [])
+
+
+def _new_table():
+    return {'match': 0, 'missing': 0, 'extra': 0, 'rows_differ': 0, 'differs': {}, 'examples': []}
 
 
 class _Tally(beam.CombineFn):
+    """Everything compared, as counts (per table, per column) and the first MAX_LISTED problems per table."""
+
     def create_accumulator(self):
-        return {'tables': {}, 'apps': {}, 'ledger': {}}
+        return {'tables': {}, 'apps': {}, 'ledger': {}, 'documents': 0, 'not_mapped': 0}
 
     def add_input(self, acc, item):
         if item[0] == 'ledger':
             acc['ledger'][item[1]] = item[2]
             return acc
         if item[0] == 'has_rows':
-            acc['apps'].setdefault(item[1], True)
+            acc['apps'][item[1]] = True
             return acc
-        kind, table, app_id, col = item
-        t = acc['tables'].setdefault(table, {'match': 0, 'missing': 0, 'extra': 0, 'differs': {},
-                                             'examples': []})
+        if item[0] == 'document':
+            acc['documents'] += 1
+            acc['not_mapped'] += 0 if item[1] else 1
+            return acc
+        kind, table, app_id, key, cols = item
+        t = acc['tables'].setdefault(table, _new_table())
         if kind == 'differs':
-            t['differs'][col] = t['differs'].get(col, 0) + 1
+            t['rows_differ'] += 1
+            for col in cols:
+                t['differs'][col] = t['differs'].get(col, 0) + 1
         else:
             t[kind] += 1
         if kind != 'match' and len(t['examples']) < MAX_LISTED:
-            t['examples'].append({'kind': kind, 'app_id': app_id, 'column': col})
+            t['examples'].append({'kind': kind, 'app_id': app_id, 'key': key, 'columns': list(cols)})
         return acc
 
     def merge_accumulators(self, accs):
@@ -284,10 +348,11 @@ class _Tally(beam.CombineFn):
         for a in accs:
             out['ledger'].update(a['ledger'])
             out['apps'].update(a['apps'])
+            out['documents'] += a['documents']
+            out['not_mapped'] += a['not_mapped']
             for table, t in a['tables'].items():
-                o = out['tables'].setdefault(table, {'match': 0, 'missing': 0, 'extra': 0, 'differs': {},
-                                                     'examples': []})
-                for k in ('match', 'missing', 'extra'):
+                o = out['tables'].setdefault(table, _new_table())
+                for k in ('match', 'missing', 'extra', 'rows_differ'):
                     o[k] += t[k]
                 for c, n in t['differs'].items():
                     o['differs'][c] = o['differs'].get(c, 0) + n
@@ -306,7 +371,8 @@ def build(p, cfg, contract, source, sink):
         docs, _ = p | 'ReadDocuments' >> ReadDocuments(source)
         mapped = docs | 'PrepareDocuments' >> PrepareDocuments(contract, cfg.limits, cfg.parse_mode, errors,
                                                                dedupe_source=source)
-    failed_ids = errors.output() | 'FailedIds' >> beam.FlatMap(lambda dl: [dl.app_id] if dl.app_id else [])
+    not_mapped = errors.output()
+    failed_ids = not_mapped | 'FailedIds' >> beam.FlatMap(lambda dl: [dl.app_id] if dl.app_id else [])
     ids = (mapped | 'Ids' >> beam.Map(lambda md: md.app_id), failed_ids) | 'AllIds' >> beam.Flatten()
     expected = mapped | 'ExpectedRows' >> beam.ParDo(_ExpectedFn(metas))
     got = (ids | 'BatchIds' >> beam.BatchElements(min_batch_size=1, max_batch_size=IDS_PER_QUERY)
@@ -316,7 +382,10 @@ def build(p, cfg, contract, source, sink):
                 | 'Compare' >> beam.FlatMap(_compare, metas))
     has_rows = got.rows | 'AppsWithRows' >> beam.Map(lambda kv: ('has_rows', kv[1][1]))
     ledger = got.ledger | 'LedgerRows' >> beam.Map(lambda a: ('ledger', a[0], a[1]))
-    return ((compared, has_rows, ledger) | 'Everything' >> beam.Flatten()
+    counted = ((mapped | 'CountMapped' >> beam.Map(lambda md: ('document', True)),
+                not_mapped | 'CountNotMapped' >> beam.Map(lambda dl: ('document', False)))
+               | 'Documents' >> beam.Flatten())
+    return ((compared, has_rows, ledger, counted) | 'Everything' >> beam.Flatten()
             | 'Tally' >> beam.CombineGlobally(_Tally()))
 
 
@@ -380,6 +449,7 @@ def run(cfg: RunConfig) -> int:
     if not lines:
         raise ConfigError('verify: the comparison produced no result')
     report = _report(json.loads(lines[-1]), source)
+    report['sample'] = cfg.sample
     _print(report)
     if cfg.verify_json:
         with open(cfg.verify_json, 'w', encoding='utf-8') as f:
@@ -393,22 +463,43 @@ def run(cfg: RunConfig) -> int:
 
 def _report(r, source) -> Dict[str, Any]:
     tables = r['tables']
-    unfinished = sorted(a for a in r['apps'] if r['ledger'].get(a) != 'success')
+    ledger = {int(a): st for a, st in r['ledger'].items()}          # (JSON turned the app_ids into text)
+    unfinished = sorted(int(a) for a in r['apps'] if ledger.get(int(a)) != 'success')
     problems = sum(t['missing'] + t['extra'] + sum(t['differs'].values()) for t in tables.values()) + len(unfinished)
-    return {'documents': source.expected, 'tables': tables, 'agree': problems == 0, 'problems': problems,
+    return {'documents': r['documents'], 'documents_not_mapped': r['not_mapped'], 'tables': tables,
+            'agree': problems == 0, 'problems': problems,
             'documents_with_rows_but_no_success': unfinished[:MAX_LISTED],
             'documents_with_rows_but_no_success_count': len(unfinished)}
 
 
-def _print(report):
-    print(f"verify: {report['documents']} documents compared")
-    print(f"{'table':32} {'rows ok':>9} {'missing':>9} {'extra':>9} {'cells differ':>13}")
+def _key_text(key):
+    return ', '.join(f'{k}={v}' for k, v in key.items())
+
+
+def _print(report, out=None, listed=20):
+    out = out or sys.stdout
+
+    def p(line=''):
+        print(line, file=out)
+    p(f"verify: {report['documents']} documents compared ({report['documents_not_mapped']} of them not mapped: "
+      'dead-lettered by validation, parse or mapping, so they define no rows)')
+    p(f"{'table':32} {'rows ok':>9} {'missing':>9} {'extra':>9} {'rows differ':>12} {'cells differ':>13}")
     for table, t in sorted(report['tables'].items()):
-        print(f"{table:32} {t['match']:9} {t['missing']:9} {t['extra']:9} {sum(t['differs'].values()):13}")
-        for col, n in sorted(t['differs'].items(), key=lambda kv: -kv[1]):
-            print(f"  {table}.{col}: {n} cells differ")
+        p(f"{table:32} {t['match']:9} {t['missing']:9} {t['extra']:9} {t['rows_differ']:12} "
+          f"{sum(t['differs'].values()):13}")
+        for col, n in sorted(t['differs'].items(), key=lambda kv: (-kv[1], kv[0])):
+            p(f"  {table}.{col}: {n} cells differ")
+    examples = [(table, e) for table, t in sorted(report['tables'].items()) for e in t['examples']]
+    if examples:
+        p(f'first problems (of each table at most {MAX_LISTED} in --json):')
+        for table, e in examples[:listed]:
+            what = f"{table}.{','.join(e['columns'])}" if e['columns'] else table
+            p(f"  {e['kind']:8} {what}  app_id {e['app_id']}  key {_key_text(e['key'])}")
+        if len(examples) > listed:
+            p(f'  ... {len(examples) - listed} more listed in --json')
     n = report['documents_with_rows_but_no_success_count']
     if n:
-        print(f"{n} documents have rows in the target but no success in processing_log (a run stopped before "
-              f"its ledger): e.g. app_id {', '.join(map(str, report['documents_with_rows_but_no_success'][:10]))}")
-    print('VERIFY ' + ('agree' if report['agree'] else f"differ problems={report['problems']}"))
+        p(f"{n} documents have rows in the target but no success in processing_log (a run stopped between "
+          f"their rows and their ledger row, or their ledger row says failed): app_id {', '.join(map(str, report['documents_with_rows_but_no_success'][:listed]))}"
+          + (' ...' if n > listed else ''))
+    p('VERIFY ' + ('agree' if report['agree'] else f"differ problems={report['problems']}"))
