@@ -2,7 +2,11 @@
 
 The existing system's CC corpus (../shared/seed-corpus) with its own contract and tables.json: row counts per
 table equal its expected rows; a re-run writes nothing new; a run whose connections are killed midway completes
-by retry or by a re-run, with no duplicate and no lost document. Also the project's own generated data."""
+by retry or by a re-run, with no duplicate and no lost document. Also the project's own generated data.
+
+The killed-midway test terminates every client backend of its database, so it runs on a PostgreSQL server of this
+module's own (tests/pg_private.py, started once for the module), never on the shared cluster that XMLSQL_TEST_PG
+names: other people's sessions there would be killed too. The other tests use the shared cluster."""
 import collections
 import json
 import os
@@ -17,21 +21,24 @@ import pytest
 from pipeline.cli import main as cli
 from contracts.samples.generate import write_sqlite_source
 from helpers import summary_counts
+from pg_private import private_pg  # noqa: F401  (the fixture: a PostgreSQL server of this module's own)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPUS = os.path.join(os.path.dirname(ROOT), 'shared', 'seed-corpus', 'cc')
 PG = os.environ.get('XMLSQL_TEST_PG')
 
-pytestmark = [pytest.mark.postgres,
-              pytest.mark.skipif(not PG, reason='XMLSQL_TEST_PG is not set: no PostgreSQL server for these tests '
-                                                '(.ci/run starts one)')]
+pytestmark = pytest.mark.postgres
+# The tests on the shared cluster; the one on the private server skips by itself when no server can be started.
+needs_shared_pg = pytest.mark.skipif(not PG, reason='XMLSQL_TEST_PG is not set: no PostgreSQL server for these '
+                                                    'tests (.ci/run starts one)')
 needs_corpus = pytest.mark.skipif(not os.path.isdir(CORPUS),
                                   reason=f'the existing system\'s corpus is not at {CORPUS}')
 
 
-def pg_conn():
+def pg_conn(target=None):
+    """An autocommit connection to the shared cluster, or to the ODBC `target` given (the private server)."""
     import pyodbc
-    return pyodbc.connect(PG[len('odbc:'):], autocommit=True)
+    return pyodbc.connect((target or PG)[len('odbc:'):], autocommit=True)
 
 
 def summary_of(out):
@@ -44,20 +51,31 @@ def run(capsys, *args):
     return rc, summary_of(out)
 
 
-@pytest.fixture
-def schema():
+def _own_schema(target=None):
     name = 'it_' + uuid.uuid4().hex[:10]
-    conn = pg_conn()
+    conn = pg_conn(target)
     conn.execute(f'CREATE SCHEMA {name}')
     conn.close()
     yield name
-    conn = pg_conn()      # a fresh one: the test may have terminated every backend
+    conn = pg_conn(target)      # a fresh one: the test may have terminated every backend
     conn.execute(f'DROP SCHEMA {name} CASCADE')
     conn.close()
 
 
-def table_counts(schema, tables):
-    conn = pg_conn()
+@pytest.fixture
+def schema():
+    """A schema of the test's own on the shared cluster."""
+    yield from _own_schema()
+
+
+@pytest.fixture
+def private_schema(private_pg):
+    """A schema of the test's own on this module's private server."""
+    yield from _own_schema(private_pg.target)
+
+
+def table_counts(schema, tables, target=None):
+    conn = pg_conn(target)
     try:
         return {t: conn.execute(f'SELECT COUNT(*) FROM {schema}.{t}').fetchone()[0] for t in tables}
     finally:
@@ -87,6 +105,7 @@ def expected_counts(contract):
 
 
 @needs_corpus
+@needs_shared_pg
 def test_cc_corpus_into_postgres_counts_rerun_and_resume(tmp_path, capsys, schema):
     contract_path, contract = cc_contract(tmp_path, schema)
     expected = expected_counts(contract)
@@ -121,16 +140,19 @@ def test_cc_corpus_into_postgres_counts_rerun_and_resume(tmp_path, capsys, schem
 
 
 @needs_corpus
-def test_run_with_connections_killed_midway_completes_without_duplicates(tmp_path, schema):
+def test_run_with_connections_killed_midway_completes_without_duplicates(tmp_path, private_pg, private_schema):
+    """On the private server: the killer ends every client backend of the database but its own, which there are
+    only this run's connections."""
+    schema, target = private_schema, private_pg.target
     contract_path, contract = cc_contract(tmp_path, schema)
     expected = expected_counts(contract)
     cmd = [sys.executable, '-m', 'pipeline', 'run', '--contract', contract_path, '--source',
-           os.path.join(CORPUS, 'xml'), '--target', PG, '--tables', os.path.join(CORPUS, 'tables.json'),
+           os.path.join(CORPUS, 'xml'), '--target', target, '--tables', os.path.join(CORPUS, 'tables.json'),
            '--create-tables', '--batch-size', '5']
     stop, kills = threading.Event(), []
 
     def killer():
-        conn = pg_conn()
+        conn = pg_conn(target)
         time.sleep(1.0)
         while not stop.is_set():
             rows = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
@@ -150,7 +172,7 @@ def test_run_with_connections_killed_midway_completes_without_duplicates(tmp_pat
         if attempt == 0:
             t.join()
         # the target is shown with its password masked (Pwd=***), never the password itself
-        assert 'xmlsql-test-pw' not in p.stderr + p.stdout and 'Pwd=***' in p.stderr
+        assert private_pg.password not in p.stderr + p.stdout and 'Pwd=***' in p.stderr
         outcomes.append(p.returncode)
         if p.returncode == 0:
             read = summary_of(p.stdout)['read']               # (summary_of checks read = written + dead-lettered)
@@ -161,13 +183,14 @@ def test_run_with_connections_killed_midway_completes_without_duplicates(tmp_pat
     print(f'connections terminated: {sum(kills)}; run exit codes: {outcomes}')
     assert sum(kills) > 0, 'the killer never found a connection to terminate'
     assert outcomes[-1] == 0, f'the job did not complete after {len(outcomes)} runs: {p.stderr[-2000:]}'
-    assert table_counts(schema, sorted(expected)) == expected
-    conn = pg_conn()
+    assert table_counts(schema, sorted(expected), target) == expected
+    conn = pg_conn(target)
     n, distinct = conn.execute(f'SELECT COUNT(*), COUNT(DISTINCT app_id) FROM {schema}.processing_log').fetchone()
     assert n == distinct == 164
     conn.close()
 
 
+@needs_shared_pg
 def test_generated_documents_into_postgres(tmp_path, capsys, schema):
     db = str(tmp_path / 'src.db')
     write_sqlite_source(db, 150, seed=5)
@@ -194,6 +217,7 @@ def test_generated_documents_into_postgres(tmp_path, capsys, schema):
     conn.close()
 
 
+@needs_shared_pg
 def test_postgres_table_as_the_source_with_partitions_and_shards(tmp_path, capsys, schema):
     """Read app_id, xml from a PostgreSQL table (keyset pages per partition), write to SQLite."""
     from contracts.samples.generate import generate_documents

@@ -1,12 +1,17 @@
 """write_batch / Writer against real databases (sqlite3 and PostgreSQL via psqlODBC): upsert idempotence,
-bisection of data errors, ownership of keys, transient retry."""
+bisection of data errors, ownership of keys, transient retry.
+
+The transient-retry test terminates every other client backend of its database, so it runs on a PostgreSQL server
+of this module's own (tests/pg_private.py, started once for the module), never on the shared cluster that
+XMLSQL_TEST_PG names: other people's sessions there would be killed too. The other tests use the shared cluster."""
 import datetime
 import threading
 import time
 
 import pytest
 
-from test_sink_helpers import DB, NEED_PG, SKIP, SPEC, TABLES, db, pg_db  # noqa: F401 (fixtures)
+from pg_private import private_pg  # noqa: F401  (the fixture: a PostgreSQL server of this module's own)
+from test_sink_helpers import DB, SKIP, SPEC, TABLES, db  # noqa: F401 (fixtures)
 from transforms.records import RowGroup
 from transforms.sink import RetryPolicy, Writer, write_batch
 
@@ -147,10 +152,19 @@ def test_missing_primary_key_value_fails_document(db):
     assert r.failed == {1: 'app_contact_base: primary key column con_id has no value'}
 
 
-@NEED_PG
+@pytest.fixture
+def private_pg_db(private_pg, tmp_path):
+    """A fresh schema on this module's private PostgreSQL server."""
+    d = DB('pg', tmp_path, pg_url=private_pg.target)
+    yield d
+    d.drop()
+
+
 @pytest.mark.postgres
-def test_pg_transient_errors_are_retried(pg_db):
-    """Terminate every other backend repeatedly while a long write runs: the write finishes by retry."""
+def test_pg_transient_errors_are_retried(private_pg_db):
+    """Terminate every other backend repeatedly while a long write runs: the write finishes by retry. On the
+    private server, where the other backends are only this test's own."""
+    pg_db = private_pg_db
     metas = pg_db.create()
     killer = pg_db.target.connect()
     killer.autocommit = True

@@ -52,15 +52,16 @@ SKIP = ('app_enums',)
 
 
 class DB:
-    """A fresh, empty database for one test: sqlite file or a fresh PostgreSQL schema."""
+    """A fresh, empty database for one test: sqlite file or a fresh PostgreSQL schema (on the shared cluster, or
+    on the server whose ODBC target `pg_url` names, e.g. a private one of tests/pg_private.py)."""
 
-    def __init__(self, kind, tmp_path):
+    def __init__(self, kind, tmp_path, pg_url=None):
         self.kind = kind
         if kind == 'sqlite':
             self.url = f'sqlite:///{tmp_path}/t.db'
             self.schema = None
         else:
-            self.url = PG_URL
+            self.url = pg_url or PG_URL
             self.schema = 's_' + uuid.uuid4().hex[:12]
         self.target = parse_target(self.url)
         self.dialect = self.target.dialect_name
