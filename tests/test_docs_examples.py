@@ -344,6 +344,85 @@ def _commands(text):
     return out
 
 
+# ------------------------------------------------------------------------------------------------ the runbook
+
+RUNBOOK_MD = os.path.join(ROOT, 'docs', 'runbook.md')
+# options the runbook names on purpose although no command has them (the typo of its exit-status example)
+RUNBOOK_NOT_OPTIONS = {'--dead-leter'}
+PIPELINE_CMD = re.compile(r'python -m pipeline ([a-z][a-z-]*)((?:\\\n|[^`\n])*)')
+
+
+def _help_text(command):
+    import contextlib
+    import io
+    sys.path.insert(0, ROOT)
+    from pipeline.cli import main
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        try:
+            main([command, '--help'])
+        except SystemExit:
+            pass
+    return buf.getvalue()
+
+
+def _help_options(command):
+    return set(re.findall(r'(?<![\w-])--[a-z][a-z0-9-]*[a-z0-9](?![\w*-])', _help_text(command)))
+
+
+def runbook_commands():
+    """[(line number, command, options named after it)] of every `python -m pipeline CMD ...` in the runbook, in
+    fenced blocks (a trailing backslash continues the line) and in inline code."""
+    text = open(RUNBOOK_MD, encoding='utf-8').read()
+    out = []
+    for m in PIPELINE_CMD.finditer(text):
+        line = text.count('\n', 0, m.start()) + 1
+        args = m.group(2).split('#')[0]          # a shell comment ends the command
+        out.append((line, m.group(1), re.findall(r'(?<![\w-])--[a-z][a-z0-9-]*[a-z0-9](?![\w*-])', args)))
+    return out
+
+
+def test_every_runbook_command_and_option_exists():
+    """Every `python -m pipeline CMD --opt` the runbook names is a command whose --help lists that option, and
+    every other `--option` it names is in some command's --help: a renamed option cannot leave the runbook stale."""
+    cmds = runbook_commands()
+    assert len(cmds) >= 15, cmds
+    helps = {}
+    for line, cmd, opts in cmds:
+        if cmd not in helps:
+            helps[cmd] = _help_options(cmd)
+            assert helps[cmd], f'docs/runbook.md:{line}: `python -m pipeline {cmd}` is not a command'
+        for o in opts:
+            if o not in RUNBOOK_NOT_OPTIONS:
+                assert o in helps[cmd], f'docs/runbook.md:{line}: `python -m pipeline {cmd}` has no option {o}'
+    every = set().union(*(_help_options(c) for c in ('run', 'verify', 'explain', 'check', 'create-tables',
+                                                      'generate')))
+    text = open(RUNBOOK_MD, encoding='utf-8').read()
+    named = set(re.findall(r'(?<![\w-])--[a-z][a-z0-9-]*[a-z0-9](?![\w*-])', text)) - RUNBOOK_NOT_OPTIONS
+    assert named - every == set(), f'docs/runbook.md names options no command has: {sorted(named - every)}'
+
+
+def test_runbook_exit_statuses_and_summary_fields_are_the_codes():
+    """The exit-status table lists exactly the statuses the launcher uses, and every quoted SUMMARY line has the
+    fields, in the order, that the SUMMARY line has now."""
+    sys.path.insert(0, ROOT)
+    from pipeline import orchestrate
+    from pipeline.summary import Summary
+    text = open(RUNBOOK_MD, encoding='utf-8').read()
+    table = re.search(r'## 5\. Exit status\n(.*?)\n## ', text, re.S).group(1)
+    listed = {int(n) for row in re.findall(r'^\| ([\d /]+) \|', table, re.M) for n in row.split('/')}
+    codes = {orchestrate.EXIT_OK, orchestrate.EXIT_STOPPED, orchestrate.EXIT_CONFIG, orchestrate.EXIT_UNBALANCED,
+             orchestrate.EXIT_FAILURES, *orchestrate.EXIT_SIGNAL.values()}
+    assert listed == codes
+    import inspect
+    fields = re.findall(r'(\w+)=\{', inspect.getsource(Summary.line))      # the f-string that prints the line
+    assert fields[:3] == ['read', 'written', 'dead_lettered'], fields
+    quoted = re.findall(r'^SUMMARY (.*)$', text, re.M)
+    assert quoted
+    for q in quoted:
+        assert re.findall(r'(\w+)=', q) == fields, q
+
+
 # ------------------------------------------------------------------------------------------------ for doc writers
 
 def _show():
