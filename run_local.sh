@@ -4,7 +4,7 @@
 #   ./run_local.sh                 # first run: creates .venv, generates app.db, migrates, prints the SUMMARY
 #   ./run_local.sh                 # again: resumes; documents already written are skipped, nothing duplicates
 #   FRESH=1 DOCS=20000 ./run_local.sh   # new database with 20,000 documents
-# Extra arguments go to `python -m pipeline run` (e.g. --processes 2 to use two cores: docs/benchmarks.md).
+# Extra arguments go to `python -m pipeline run` (e.g. --processes 2 to use both cores of this machine).
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./scripts/venv.sh

@@ -3,6 +3,9 @@
 Every problem found is reported at load time with the entry it belongs to
 (``mappings[17] (app_pricing_cc.campaign_num): key 'data_type': unknown type 'strng'``), never later while mapping.
 The format is the existing system's (SPEC §1); `contracts/contract.schema.json` describes every key.
+
+(About 430 lines on purpose: one validator per contract entry kind, kept together so that every load-time message
+follows one pattern.)
 """
 import json
 import os

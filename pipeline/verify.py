@@ -9,6 +9,8 @@ dead-letter (validation, parse, mapping) define no rows: the target must hold no
 in a normal form per column type (Decimal('1.50') equals 1.5, a datetime equals its text in SQLite, a date column's
 midnight equals the date), so only a different value is a difference. Cell values never leave the comparison:
 the report names tables, columns, app_ids, primary keys and counts.
+
+(About 500 lines on purpose: the verify pipeline, its value normal forms and its report are one command.)
 """
 import datetime as dt
 import decimal

@@ -1,5 +1,7 @@
-"""Shared by the tests that drive the CLI: the SUMMARY line and the sample contract's tables."""
+"""Shared by the tests: the SUMMARY line, the sample contract's tables, and the Beam test pipeline."""
+import os
 import re
+import shlex
 
 # The one line every run ends with (pipeline/summary.py: Summary.line).
 SUMMARY = re.compile(r'^SUMMARY read=(\d+) written=(\d+) dead_lettered=(\d+) rows=(\d+) docs_per_min=([\d.]+) '
@@ -52,3 +54,14 @@ def sample_table_contents(db_path):
         return out
     finally:
         conn.close()
+
+
+def beam_test_pipeline():
+    """A TestPipeline on the runner the options name, resolved as the product resolves it (pipeline.orchestrate's
+    make_runner: DirectRunner runs as Beam's FnApiRunner in this process). The options come from
+    $XMLSQL_TEST_BEAM_OPTIONS (e.g. `--runner=PortableRunner --job_endpoint=...`); default: the DirectRunner."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from pipeline.orchestrate import make_runner
+    opts = PipelineOptions(shlex.split(os.environ.get('XMLSQL_TEST_BEAM_OPTIONS', '')))
+    return TestPipeline(runner=make_runner(opts), options=opts)

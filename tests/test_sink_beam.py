@@ -1,10 +1,8 @@
-"""WriteToSql / WriteLedger / WriteDeadLetters on the FnApiRunner against real databases."""
+"""WriteToSql / WriteLedger / WriteDeadLetters on the DirectRunner (FnApiRunner; tests/helpers.py beam_test_pipeline) against real databases."""
 import datetime
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from transforms.sql.meta import fk_tiers
@@ -12,6 +10,7 @@ from transforms.sql.targets import parse_target
 from test_sink_helpers import DB, SKIP, SPEC, TABLES, db, pg_db  # noqa: F401 (fixtures)
 from transforms.records import DeadLetter, MappedDoc, Outcome
 from transforms.sink import WriteDeadLetters, WriteLedger, WriteToSql, read_success_ids
+from helpers import beam_test_pipeline
 
 
 def mapped(app_id, con_id, ip='10.1.1.1', name='ANN'):
@@ -31,7 +30,7 @@ def counter(result, name):
 
 def run_write(db, docs, batch_size=7):
     tiers = fk_tiers(db.metas, TABLES)
-    p = TestPipeline(runner=FnApiRunner())
+    p = beam_test_pipeline()
     outcomes = (p | beam.Create(docs) | WriteToSql(db.url, db.metas, tiers, batch_size))
     got = []
     outcomes | beam.Map(lambda o: o) | 'Collect' >> beam.combiners.ToList() | beam.Map(got.append)
@@ -51,7 +50,7 @@ def test_write_to_sql_tiers_bundles_and_failures(db):
 
     tiers = fk_tiers(db.metas, TABLES)
     assert tiers == [['app_base'], ['app_contact_base'], ['app_contact_address']]
-    p = TestPipeline(runner=FnApiRunner())
+    p = beam_test_pipeline()
     outcomes = p | beam.Create(docs) | WriteToSql(db.url, db.metas, tiers, batch_size=7)
     summary = outcomes | beam.Map(lambda o: (o.app_id, o.status, o.stage, o.rows,
                                              (o.reason or '').split(':')[0]))
@@ -97,7 +96,7 @@ def test_ledger_and_dead_letters(db):
     letters = [DeadLetter('bad.xml', None, 'validation', 'Invalid XML', '<a>\u00e9</a>'),
                DeadLetter('s5b', 5, 'sink', 'too long', b'<x/>')]
     for run in range(2):       # twice: still one processing_log row per app_id, one dead_letter row per document
-        p = TestPipeline(runner=FnApiRunner())
+        p = beam_test_pipeline()
         (p | 'O' >> beam.Create(outcomes[:10] if run == 0 else outcomes)
          | WriteLedger(db.url, db.schema, session_id=f'sess-{run}'))
         p | 'D' >> beam.Create(letters) | WriteDeadLetters(db.url, db.schema, session_id=f'sess-{run}')

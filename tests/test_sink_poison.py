@@ -10,13 +10,12 @@ import datetime
 import apache_beam as beam
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-from apache_beam.testing.test_pipeline import TestPipeline
 
 from transforms.sql.meta import fk_tiers
 from test_sink_helpers import TABLES, db  # noqa: F401 (fixture)
 from transforms.records import DeadLetter, MappedDoc, Outcome, RowGroup
 from transforms.sink import RetryPolicy, WriteDeadLetters, WriteLedger, WriteToSql, Writer, doc_key
+from helpers import beam_test_pipeline
 
 FAST = RetryPolicy(attempts=4, base_delay=0.05, max_delay=0.2)
 HUGE = 12345678901234567890         # more than 64 bits: sqlite3 and pyodbc cannot even bind it
@@ -126,7 +125,7 @@ def _collect(outcomes):
 def run_write(db, docs, batch_size=4):
     tiers = fk_tiers(db.metas, TABLES)
     del _COLLECTED[:]
-    p = TestPipeline(runner=FnApiRunner())
+    p = beam_test_pipeline()
     (p | beam.Create(docs) | WriteToSql(db.url, db.metas, tiers, batch_size)
      | beam.combiners.ToList() | beam.Map(_collect))
     result = p.run()
@@ -208,7 +207,7 @@ def test_poison_ledger_row_is_rejected_alone(db):
     execute(db, *[f"INSERT INTO {db.q('dead_letter')} (doc_key, source, stage, reason) "
                   f"VALUES ('{doc_key(f's{i}')}', 's{i}', 'sink', 'failed before')" for i in (4, 13)])
     outcomes = [(Outcome(f's{i}', i, 'success', None, None, 3), f'{i:064x}') for i in range(1, 31)]
-    p = TestPipeline(runner=FnApiRunner())
+    p = beam_test_pipeline()
     p | beam.Create(outcomes) | WriteLedger(db.url, db.schema, session_id='s', batch_size=50)
     result = p.run()
     result.wait_until_finish()
@@ -226,7 +225,7 @@ def test_poison_dead_letters_keep_the_others_and_lose_only_what_cannot_be_stored
     letters = [DeadLetter(f'bad-{i}.xml', None, 'parse', 'not well-formed', f'<a>{i}') for i in range(12)]
     letters += [DeadLetter('reject.xml', None, 'parse', 'not well-formed', '<a>'),
                 DeadLetter('poison.xml', 7, 'validation', 'wrong root', '<POISON/>')]
-    p = TestPipeline(runner=FnApiRunner())
+    p = beam_test_pipeline()
     p | beam.Create(letters) | WriteDeadLetters(db.url, db.schema, batch_size=20, session_id='s1')
     result = p.run()
     result.wait_until_finish()

@@ -5,13 +5,12 @@ import sqlite3
 
 import apache_beam as beam
 import pytest
-from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from transforms.io.files import FileSource, list_xml_files
 from transforms.io.sources import ReadOptions, SourceError
 from transforms.io.tables import TableSource, TableSpec, split_range
+from helpers import beam_test_pipeline
 
 
 def test_split_range_covers_every_id_once():
@@ -44,7 +43,7 @@ def test_partitioned_read_returns_every_row_exactly_once(source_db, partitions):
     opts = ReadOptions(partitions=partitions, fetch_size=17, resume=False)
     src = TableSource(TableSpec(url=f'sqlite:///{path}', table='app_xml', column='xml', schema=None), opts)
     assert src.expected == len(ids)
-    with BeamTestPipeline(runner=FnApiRunner()) as p:
+    with beam_test_pipeline() as p:
         got = (p | src.read()).docs | beam.Map(lambda d: d.app_id)
         assert_that(got, equal_to(ids))
 
@@ -60,7 +59,7 @@ def test_ranges_and_shards_are_honoured(source_db, opts, expect):
                       ReadOptions(partitions=4, fetch_size=10, resume=False, **opts))
     want = [i for i in ids if expect(i)]
     assert src.expected == len(want)
-    with BeamTestPipeline(runner=FnApiRunner()) as p:
+    with beam_test_pipeline() as p:
         assert_that((p | src.read()).docs | beam.Map(lambda d: d.app_id), equal_to(want))
 
 
@@ -69,7 +68,7 @@ def test_limit_takes_the_lowest_app_ids(source_db):
     src = TableSource(TableSpec(url=f'sqlite:///{path}', table='app_xml', column='xml', schema=None),
                       ReadOptions(partitions=5, limit=25, resume=False))
     assert src.expected == 25
-    with BeamTestPipeline(runner=FnApiRunner()) as p:
+    with beam_test_pipeline() as p:
         assert_that((p | src.read()).docs | beam.Map(lambda d: d.app_id), equal_to(sorted(ids)[:25]))
 
 
@@ -106,7 +105,7 @@ def test_file_source_reads_folders_and_globs(tmp_path):
     assert len(list_xml_files(str(tmp_path / 'd[12].xml'))) == 2
     src = FileSource(str(tmp_path), limit=2)
     assert src.expected == 2
-    with BeamTestPipeline(runner=FnApiRunner()) as p:
+    with beam_test_pipeline() as p:
         assert_that((p | src.read()).docs | beam.Map(lambda d: (d.source, d.xml)),
                     equal_to([('d0.xml', b'<a n="0"/>'), ('d1.xml', b'<a n="1"/>')]))
     assert src.fetcher()('d1.xml') == b'<a n="1"/>'
@@ -123,7 +122,7 @@ def test_chunks_cover_the_source_once_in_bounded_runs(source_db, chunk_docs):
     assert sum(c.expected for c in chunks) == len(ids)
     assert all(c.expected <= chunk_docs for c in chunks)
     for c in chunks[:4] + chunks[-2:]:   # reading every 1-doc chunk would take long; ranges are checked below
-        with BeamTestPipeline(runner=FnApiRunner()) as p:
+        with beam_test_pipeline() as p:
             assert_that((p | c.read()).docs | beam.Map(lambda d: d.app_id),
                         equal_to([i for i in ids if c.partitions[0].lo < i <= c.partitions[-1].hi]))
     bounds = [(c.partitions[0].lo, c.partitions[-1].hi) for c in chunks]
@@ -171,7 +170,7 @@ def test_keyset_pages_never_skip_rows_of_a_repeated_app_id(tmp_path, fetch_size)
     conn.close()
     src = TableSource(TableSpec(url=f'sqlite:///{path}', table='app_xml', column='xml', schema=None),
                       ReadOptions(partitions=2, fetch_size=fetch_size, resume=False))
-    with BeamTestPipeline(runner=FnApiRunner()) as p:
+    with beam_test_pipeline() as p:
         # a SQLite source hands over each document's stored bytes (validation decodes them, strictly)
         assert_that((p | src.read()).docs | beam.Map(lambda d: (d.app_id, d.xml.decode('utf-8'))), equal_to(rows))
 

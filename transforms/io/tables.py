@@ -7,6 +7,9 @@
   the page is first read as app_ids and looked up in the target's processing_log; the source database computes the
   content hash (sha256 of the XML text) of the ones already `success`; only documents not yet `success`, or whose
   hash changed, have their XML read.
+
+(About 460 lines on purpose: planning (bounds, partitions, chunks, misfit ids), the checks of the source and the
+partitioned, resumable reader share one table spec and one connection discipline.)
 """
 import logging
 from typing import List, NamedTuple, Optional, Tuple
