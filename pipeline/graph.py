@@ -53,6 +53,14 @@ class Paths(NamedTuple):
 # ============================================================================================= progress
 
 PROGRESS = {'read': 0}        # documents read by this process's workers (local runners: the launcher shows it)
+# The signal this process received, set by the launcher's handler (pipeline/orchestrate.py StopOnSignals). The
+# handler raises in the main thread, but an exception raised while Python runs a weakref callback or a __del__ is
+# only printed ("Exception ignored in ...") and the run went on: the next document read stops the bundle instead.
+STOP = {'signal': None}
+
+
+class StopRequested(Exception):
+    """Raised in a bundle after a signal the main thread's handler could not stop the run with."""
 
 
 class ProgressFn(beam.DoFn):
@@ -66,6 +74,8 @@ class ProgressFn(beam.DoFn):
         self.n, self.t0, self.last = 0, time.monotonic(), time.monotonic()
 
     def process(self, element):
+        if STOP['signal'] is not None:
+            raise StopRequested(f'signal {STOP["signal"]} received')
         self.n += 1
         PROGRESS['read'] += 1
         yield element

@@ -82,10 +82,16 @@ class StopOnSignals:
                         'summary\n'.encode())
             os._exit(EXIT_SIGNAL.get(signum, 128 + signum))
         self.received = StopOnSignals.received_any = signum
+        graph = sys.modules.get('pipeline.graph')
+        if graph is not None:
+            graph.STOP['signal'] = signum
         raise Interrupted(signum)
 
     def __enter__(self):
         StopOnSignals.received_any = None
+        graph = sys.modules.get('pipeline.graph')
+        if graph is not None:
+            graph.STOP['signal'] = None
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
                 self.previous[sig] = signal.signal(sig, self._handler)
@@ -96,6 +102,13 @@ class StopOnSignals:
             signal.signal(sig, old)
         self.previous = {}
         return False
+
+
+def raise_if_signalled():
+    """A signal whose Interrupted was swallowed (raised while Python ran a weakref callback or a __del__, which
+    only prints "Exception ignored in ...") still stops the run, at the latest when the current chunk ends."""
+    if StopOnSignals.received_any is not None:
+        raise Interrupted(StopOnSignals.received_any)
 
 
 class _StopsClearly:
@@ -140,7 +153,7 @@ def make_runner(options):
     if runner in DIRECT_RUNNERS:
         if mode == 'multi_threading':
             raise ConfigError('--direct_running_mode=multi_threading is refused: it lost rows in our tests. '
-                              'Use in_memory (default) or multi_processing.')
+                              'To use several cores, use --processes N (README: "Runners and cores").')
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
         return FnApiRunner()
     return None   # Beam resolves --runner itself
@@ -315,6 +328,7 @@ def run_chunks(job: Job):
             with _StopsClearly(cfg.target):
                 result, elapsed = run_pipeline(lambda p: build(p, cfg, job.contract, chunk, job.sink, paths,
                                                                job.session, before), cfg.beam_args)
+            raise_if_signalled()
             job.summary.add(read_counts(paths.counts), elapsed, runner_counters(result))
             job.progress.append((round(time.monotonic() - job.t0, 2), job.summary.read))
             if across:
@@ -378,7 +392,8 @@ def finish(job: Job, interrupted: Optional[Interrupted] = None, failure_files=No
         code = interrupted.exit_code
         problem = (f'interrupted by {interrupted.name}: stopped cleanly; the SUMMARY counts what was committed '
                    f'({summary.written} documents written, {summary.dead_lettered} dead-lettered); documents '
-                   'still in flight were rolled back: re-run the same command to resume')
+                   'still in flight have no ledger row yet (some of their rows may be written): re-run the same '
+                   'command to resume, it migrates them again and replaces those rows')
     elif not summary.balanced:
         code = EXIT_UNBALANCED
         problem = (f'read={summary.read} but written + dead_lettered = {summary.written + summary.dead_lettered}: '
@@ -507,6 +522,7 @@ def run(cfg: RunConfig) -> int:
             job.summary.extra.update({'source': job.source.describe(), 'target': job.sink.display})
         try:
             run_chunks(job)
+            raise_if_signalled()
         except Interrupted as stop:
             log.warning('%s received: the run stopped; counting what was committed', stop.name)
             job.summary = committed_summary(job)

@@ -156,6 +156,20 @@ def test_missing_source_table(tmp_path, capsys):
     assert_no_data_moved(db)
 
 
+def test_missing_source_database_is_not_created(tmp_path, capsys):
+    # sqlite3.connect creates a missing file: the run used to create an empty source database, then stop on its
+    # missing table; now it names the database and leaves no file behind.
+    src = tmp_path / 'nope.db'
+    db = str(tmp_path / 't.db')
+    rc, line, _ = run_error(capsys, ['run', '--contract', 'credit_app', '--source', f'sqlite:///{src}',
+                                     '--target', f'sqlite:///{db}', '--tables', 'credit_app_tables',
+                                     '--create-tables', '--progress-seconds', '0'])
+    assert rc == 2
+    assert 'does not exist' in line and 'nope.db' in line, line
+    assert not src.exists()
+    assert_no_data_moved(db)
+
+
 @pytest.mark.parametrize('flags, message', [
     (['--max-elements', '0'], '--max-elements'),
     (['--max-attributes', '-1'], '--max-attributes'),

@@ -62,7 +62,9 @@ def run_stage(stage, call, doc, failed_counter, app_id=None):
     try:
         return call(), None
     except StageError as e:
-        failed_counter.inc()
+        # a core may fail a document at another stage than its DoFn's (parse finds a validation fault): count it
+        # under the stage the dead letter names, as the summary's dead letters by stage do
+        (failed_counter if e.stage == stage else beam.metrics.Metrics.counter('migration', f'{e.stage}_failed')).inc()
         app_id = e.app_id if e.app_id is not None else app_id
         log.debug('dead letter: source=%s app_id=%s stage=%s reason=%s', doc.source, app_id, e.stage, e.reason)
         return None, dead_letter(doc, e.stage, e.reason, app_id=app_id)

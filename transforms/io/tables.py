@@ -12,6 +12,7 @@
 partitioned, resumable reader share one table spec and one connection discipline.)
 """
 import logging
+import os
 from typing import List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
@@ -52,6 +53,10 @@ class TableSpec(NamedTuple):
 def _connect(url, dialect=None):
     from transforms.sql.targets import parse_target
     target = parse_target(url, dialect=dialect)
+    path = target.sqlite_path
+    if path and path != ':memory:' and not path.startswith('file:') and not os.path.exists(path):
+        # sqlite3 would create an empty database there, and the run would then stop on a missing table
+        raise SourceError(f'source database {target.display} does not exist')
     return target, target.connect()
 
 
