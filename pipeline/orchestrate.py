@@ -225,8 +225,11 @@ def prepare(job: Job):
     if cfg.command != 'run':
         return
     try:
+        from pipeline.config import create_tables_command
         job.sink = prepare_sink(cfg.target, job.contract, tables_spec=cfg.tables, create=cfg.create_tables,
-                                dialect=cfg.dialect)
+                                dialect=cfg.dialect,
+                                create_command=create_tables_command(cfg.contract_path, cfg.target, cfg.tables,
+                                                                     cfg.dialect))
     except (ConfigError, TargetError):
         raise
     except Exception as e:
