@@ -111,8 +111,8 @@ def _resume(g):
     g.add_argument('--no-resume', dest='resume', action='store_false',
                    help='Process every document again (rows are replaced, nothing is duplicated).')
     g.add_argument('--only-failed', dest='only_failed', action='store_true', default=False,
-                   help='Read only the documents whose latest processing_log status is failed (table sources: '
-                        'selected in SQL before any XML is read).')
+                   help='Read only the documents whose latest processing_log status is failed (table sources only: '
+                        'their app_ids are selected from processing_log before any XML is read).')
 
 
 def _tuning(g, sink=True):
@@ -180,7 +180,10 @@ def _outputs(g, run=True):
                         'Beam\'s FileSystems reach (gs://..., s3://...) that every worker shares. Default: a '
                         'temporary folder on this machine (fine for local runners).')
     g.add_argument('--progress-seconds', dest='progress_seconds', type=float, default=DEFAULT_PROGRESS_SECONDS,
-                   help=f'Seconds between progress lines (0 turns them off). Default {DEFAULT_PROGRESS_SECONDS:g}.')
+                   help='Seconds between progress lines on stderr (DirectRunner), counted inside a chunk too: '
+                        '"progress: D of N documents (P%%): R read, S skipped as done, F finished; '
+                        'X docs/min, ETA T s"; with several chunks also one line per chunk. 0 turns them off. '
+                        f'Default {DEFAULT_PROGRESS_SECONDS:g}.')
     if run:
         g.add_argument('--max-dead-letter-rate', dest='max_dead_letter_rate', type=float,
                        default=DEFAULT_MAX_DEAD_LETTER_RATE,
