@@ -1,8 +1,10 @@
 """Throughput benchmark: the pipeline end to end against the limits of the same machine, on the same corpus, in one
-run.
+run, with every ratio the performance goals are stated in (docs/benchmarks.md).
 
-    python bench/throughput.py --docs 5000 --target sqlite --json out.json [--corpus cc|generated] [--workers W]
+    python bench/throughput.py --docs 5000 --json out.json [--corpus cc|generated] [--target sqlite|postgresql]
+                               [--workers 1,2] [--memory-factor 4]
 
+For each worker count W of --workers (default 1 and 2), side by side in this one run:
 1. end to end: `python -m pipeline run` as a subprocess on DirectRunner (Beam's FnApiRunner; with W > 1
    the pipeline's `--processes W` shard processes, or with `--mode multi_processing` Beam's
    `--direct_running_mode=multi_processing --direct_num_workers=W`) from a SQLite source table into a fresh
@@ -10,15 +12,20 @@ run.
    RSS of the whole process tree (psutil, sampled every 50 ms).
 2. the parse limit: every document through the hardened lxml parser (`transforms.parse.hardened_parser()`, a
    full parse of the bytes; decoding/encoding and reading are not timed) in W processes (multiprocessing.Pool(W));
-   also the partial-parse limit (`--parse-mode partial`, what the pipeline does by default).
+   also the partial-parse limit (the head tree alone, without the well-formedness scan of the rest).
 3. the same transforms without Beam: validate -> parse -> map -> the sink's Writer (upsert executemany, one
-   transaction per table batch) + processing_log, in one straight loop per process, W processes, into a second
-   fresh target. Its rate against (1) is Beam's overhead.
+   transaction per table batch) + processing_log, in one straight loop per process, W processes, into a fresh
+   target. Its rate against (1) is Beam's overhead.
+4. PostgreSQL targets only: the driver's ceiling, the same documents' rows written with plain batched INSERT
+   executemany through the same driver (mapping not timed).
+Then: scaling (the largest W against W=1) and memory (an end-to-end run on a corpus --memory-factor times larger,
+its peak RSS against the N run's).
 
 Prints a table and writes OUT.json. The corpus is built at run time (see bench/corpus.py); the CC corpus is read
 from ../shared/seed-corpus/cc (skipped with a message when absent). PostgreSQL: `--pg-url odbc:...` or
 $XMLSQL_BENCH_PG / $XMLSQL_TEST_PG (`bash scripts/start_postgres.sh` prints one); each run creates fresh databases
-and drops them afterwards.
+and drops them afterwards. Absolute figures drift by 2x from day to day on shared machines: compare ratios
+measured in one run.
 """
 import argparse
 import collections
@@ -221,7 +228,7 @@ class TreeSampler(threading.Thread):
 
 # ============================================================================================== 1. end to end
 
-def run_pipeline(c, target_url, args, workdir, label):
+def run_pipeline(c, target_url, args, workdir, label, workers):
     summary = os.path.join(workdir, f'summary_{label}.json')
     cmd = [sys.executable, '-m', 'pipeline', 'run', '--contract', c.contract, '--source', c.source_url,
            '--source-table', c.source_table, '--source-column', c.source_column, '--target', target_url,
@@ -235,10 +242,10 @@ def run_pipeline(c, target_url, args, workdir, label):
         cmd += ['--fetch-size', str(args.fetch_size)]
     if args.partitions:
         cmd += ['--partitions', str(args.partitions)]
-    if args.workers > 1 and args.mode == 'processes':
-        cmd += ['--processes', str(args.workers)]
-    elif args.workers > 1:
-        cmd += ['--direct_running_mode=multi_processing', f'--direct_num_workers={args.workers}']
+    if workers > 1 and args.mode == 'processes':
+        cmd += ['--processes', str(workers)]
+    elif workers > 1:
+        cmd += ['--direct_running_mode=multi_processing', f'--direct_num_workers={workers}']
     cmd += args.pipeline_arg or []
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
     with open(os.path.join(workdir, f'pipeline_{label}.log'), 'w') as log:
@@ -455,6 +462,78 @@ def no_beam(c, target_url, workers, mode, batch):
                             'sink': round(t_sink, 2)}}
 
 
+# ============================================================================================== 4. the driver's ceiling
+
+def _ceiling_task(rng):
+    """The same documents mapped (not timed), then their rows written with nothing but the driver: one plain
+    INSERT per table, `executemany` in batches, a commit per batch. What any writer through this driver costs at
+    least; the pipeline's sink does more (upsert, key ownership, replace, ledger)."""
+    from transforms.errors import StageError
+    from transforms.map import map_document
+    from transforms.parse import parse_document
+    from transforms.records import Doc
+    from transforms.sql.dialects import get_dialect
+    from transforms.validate import validate_document
+    contract, compiled, spec = _W['contract'], _W['compiled'], _W['spec']
+    mapped = []
+    for app_id, xml in _read_range(*rng):
+        try:
+            d = validate_document(Doc(source=str(app_id), app_id=int(app_id), xml=xml),
+                                  root_element=contract.root_element)
+            mapped.append(map_document(parse_document(d, spec), compiled))
+        except StageError:
+            pass
+    target = _W['target_obj']
+    d = get_dialect(target.dialect_name)
+    conn = _W.get('ceiling_conn')
+    if conn is None:
+        conn = _W['ceiling_conn'] = target.connect()
+    batch = _W['batch']
+    nrows = 0
+    t0 = time.perf_counter()
+    cur = conn.cursor()
+    for tier in _W['tiers']:
+        for t in tier:
+            rows = [r for m in mapped for r in m.rows.get(t, ())]
+            if not rows:
+                continue
+            cols = sorted({c for r in rows for c in r})
+            sql = (f'INSERT INTO {d.qualify(t, _W["schema"] if d.supports_schema else None)} '
+                   f'({", ".join(d.quote(c) for c in cols)}) VALUES ({", ".join("?" for _ in cols)})')
+            for i in range(0, len(rows), batch):
+                cur.executemany(sql, [tuple(r.get(c) for c in cols) for r in rows[i:i + batch]])
+                conn.commit()
+            nrows += len(rows)
+    return len(mapped), nrows, time.perf_counter() - t0
+
+
+def write_ceiling(c, target_url, workers, mode, batch):
+    """Docs/min of the plain executemany writes alone (the busiest process's write time, processes side by
+    side), for the documents that map."""
+    src = c.source_url[len('sqlite:///'):]
+    state = {'source_db': src, 'table': c.source_table, 'column': c.source_column, 'mode': mode,
+             'contract': corpus_mod.contract_path(c), 'target': target_url, 'batch': batch}
+    docs = nrows = 0
+    per_pid = collections.Counter()
+    with multiprocessing.get_context('fork').Pool(workers, initializer=_nobeam_init, initargs=(state,)) as pool:
+        for pid, (n, r, secs) in pool.imap_unordered(_pid_and(_ceiling_task), _ranges(src, c.source_table, 200)):
+            docs, nrows, per_pid[pid] = docs + n, nrows + r, per_pid[pid] + secs
+    busiest = max(per_pid.values()) if per_pid else 0.0
+    return {'docs': docs, 'rows': nrows, 'write_s_busiest_process': round(busiest, 3),
+            'docs_per_min': round(docs / busiest * 60, 1) if busiest else None,
+            'rows_per_s': round(nrows / busiest, 1) if busiest else None, 'batch': batch}
+
+
+class _pid_and:
+    """A pool task that also says which process ran it (picklable, unlike a closure)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, arg):
+        return os.getpid(), self.fn(arg)
+
+
 # ============================================================================================== report
 
 def _fmt(v, nd=0):
@@ -465,61 +544,111 @@ def _fmt(v, nd=0):
     return f'{v:,}' if isinstance(v, int) else str(v)
 
 
+def _ratio(a, b):
+    return round(a / b, 3) if a and b else None
+
+
 def print_table(r):
-    e = r['end_to_end']
-    def pct(key, label):
-        return f'{label} {r[key]:.0%}' if r.get(key) is not None else ''
-    rows = [
-        ('end to end (Beam, DirectRunner)', r['docs_per_min'], r['rows_per_s'], f"{r['peak_rss_mb']:.0f} MB peak RSS"),
-        ('  inside the pipeline (summary)', e.get('docs_per_min_inside_pipeline'), None,
-         f"{e.get('pipeline_elapsed_s')} s of {e['wall_s']} s wall"),
-        ('same transforms, no Beam', r['no_beam_docs_per_min'], (r['no_beam'] or {}).get('rows_per_s'),
-         pct('ratio_to_no_beam', 'Beam keeps')),
-        ('parse-only limit (full parse)', r['parse_only_docs_per_min'], None, pct('ratio_to_parse_limit', 'e2e =')),
-        ('partial-parse limit', r['partial_parse_docs_per_min'], None,
-         pct('ratio_to_partial_parse_limit', 'e2e =')),
-        ('existing system (4-core laptop)', BASELINE_DOCS_PER_MIN, None, f"e2e = {r['ratio_to_baseline']:.1f}x"),
-    ]
+    """Every measurement of the run, and every ratio the performance goals are stated in."""
     print(f"\n{r['docs']:,} documents ({r['corpus']} corpus, {r['corpus_mb']:.0f} MB), target {r['target']}, "
-          f"{r['workers']} worker(s), {r['cores']} cores ({r['machine'].get('cpu_model', '?')})")
-    print(f"{'':36s} {'docs/min':>10s} {'rows/s':>9s}")
-    for name, dpm, rps, note in rows:
-        print(f'{name:36s} {_fmt(dpm):>10s} {_fmt(rps):>9s}  {note}')
+          f"{r['cores']} cores ({r['machine'].get('cpu_model', '?')}), load at start "
+          f"{r['machine'].get('load_avg_at_start')}")
+    ws = [str(w) for w in r['workers_measured']]
+    print(f"{'docs/min':36s} " + ' '.join(f'{"W=" + w:>10s}' for w in ws))
+    lines = [('end to end (Beam, DirectRunner)', 'docs_per_min'), ('same transforms, no Beam', 'no_beam_docs_per_min'),
+             ('full lxml parse (the parse limit)', 'parse_only_docs_per_min'),
+             ('partial parse', 'partial_parse_docs_per_min'), ('plain executemany (driver ceiling)',
+                                                               'write_ceiling_docs_per_min'),
+             ('peak RSS, MB (process tree)', 'peak_rss_mb')]
+    for label, key in lines:
+        vals = [r['by_workers'][w].get(key) for w in ws]
+        if any(v is not None for v in vals):
+            print(f'{label:36s} ' + ' '.join(f'{_fmt(v):>10s}' for v in vals))
+    print('ratios (goal)')
+    goals = [('end to end / parse limit (>= 1.0)', 'ratio_to_parse_limit'),
+             ('end to end / no Beam (>= 0.85)', 'ratio_to_no_beam'),
+             ('end to end / driver ceiling (>= 0.8, postgresql)', 'ratio_to_write_ceiling')]
+    for label, key in goals:
+        vals = [r['by_workers'][w].get(key) for w in ws]
+        if any(v is not None for v in vals):
+            print(f'  {label:48s} ' + ' '.join(f'{_fmt(v, 2):>10s}' for v in vals))
+    if r.get('scaling'):
+        sc = r['scaling']
+        print(f"  two workers / one, end to end (>= 1.8)           {_fmt(sc.get('end_to_end'), 2):>10s}   "
+              f"(no Beam {_fmt(sc.get('no_beam'), 2)}, parse {_fmt(sc.get('parse_full'), 2)})")
+    if r.get('memory'):
+        m = r['memory']
+        print(f"  peak RSS at {m['factor']}N / N (<= 1.10)                 {_fmt(m['ratio'], 2):>10s}   "
+              f"({_fmt(m['rss_n_mb'])} MB at {m['docs_n']:,}, {_fmt(m['rss_kn_mb'])} MB at {m['docs_kn']:,}, "
+              f"W={m['workers']})")
+    print(f"  end to end / the existing system's ~2,000 docs/min {_fmt(r['ratio_to_baseline'], 1):>9s}x")
+    e = r['end_to_end']
     print(f"read={e['read']} written={e['written']} dead_lettered={e['dead_lettered']} rows={e['rows']} "
           f"invariant={'ok' if e['invariant_holds'] else 'BROKEN'} chunks={e.get('chunks')}")
 
 
+def _workers_list(text):
+    try:
+        ws = sorted({int(x) for x in text.split(',') if x.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'--workers: a number or a comma-separated list, not {text!r}')
+    if not ws or ws[0] < 1:
+        raise argparse.ArgumentTypeError('--workers: at least 1')
+    return ws
+
+
+def _end_to_end(c, args, targets, workdir, setup_log, w, label):
+    runs = []
+    for i in range(args.repeat):
+        url = targets.fresh(f'{label}_{i}')
+        create_tables(c.tables, url, setup_log, target_schema_of(url, corpus_mod.contract_path(c)))
+        print(f'end to end, {w} worker(s), {c.docs} docs, run {i + 1}/{args.repeat} ...', file=sys.stderr)
+        runs.append(run_pipeline(c, url, args, workdir, f'{label}_{i}', w))
+        print(f"  {runs[-1]['docs_per_min']:,.0f} docs/min, {runs[-1]['peak_rss_mb']:.0f} MB peak RSS",
+              file=sys.stderr)
+    e2e = sorted(runs, key=lambda r: r['docs_per_min'])[(len(runs) - 1) // 2]  # the median; of two, the slower
+    return e2e, runs, url
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--docs', type=int, required=True, help='documents in the corpus')
+    ap.add_argument('--docs', type=int, required=True, help='documents in the corpus (N)')
     ap.add_argument('--target', choices=['sqlite', 'postgresql'], default='sqlite')
     ap.add_argument('--json', required=True, help='write the results here')
     ap.add_argument('--corpus', choices=['cc', 'generated'], default='cc',
                     help='cc: the 165 CC samples replicated (default); generated: contracts.samples.generate')
-    ap.add_argument('--workers', type=int, default=1, help='processes (Beam direct_num_workers, pool size). Default 1')
+    ap.add_argument('--workers', type=_workers_list, default=[1, 2],
+                    help='worker counts to measure side by side, e.g. 1,2 (default) or 2: every measurement runs '
+                         'with each; the scaling ratio is the largest against 1')
     ap.add_argument('--mode', choices=['processes', 'multi_processing'], default='processes',
                     help='how the end-to-end run uses W > 1 workers: the pipeline\'s --processes W shard processes '
                          '(default), or Beam\'s --direct_running_mode=multi_processing --direct_num_workers=W')
     ap.add_argument('--parse-mode', dest='parse_mode', choices=['partial', 'full'], default='partial')
     ap.add_argument('--batch-size', dest='batch_size', type=int, default=None, help='pipeline --batch-size '
-                    '(default: the pipeline\'s); also the no-Beam loop\'s batch (default 200)')
+                    '(default: the pipeline\'s); also the no-Beam loop\'s and the driver ceiling\'s batch '
+                    '(default 200)')
     ap.add_argument('--chunk-docs', dest='chunk_docs', type=int, default=None,
                     help='pipeline --chunk-docs (default: the pipeline\'s, 20000); 0 = one run')
-    ap.add_argument('--fetch-size', dest='fetch_size', type=int, default=None)
-    ap.add_argument('--partitions', type=int, default=None)
+    ap.add_argument('--fetch-size', dest='fetch_size', type=int, default=None, help='pipeline --fetch-size')
+    ap.add_argument('--partitions', type=int, default=None, help='pipeline --partitions')
     ap.add_argument('--pipeline-arg', dest='pipeline_arg', action='append',
                     help='extra argument for `python -m pipeline run` (repeatable), e.g. '
                          '--pipeline-arg=--direct_running_mode=in_memory')
     ap.add_argument('--repeat', type=int, default=1, help='end-to-end runs (fresh target each); the median counts')
-    ap.add_argument('--skip', action='append', default=[], choices=['parse', 'nobeam'],
-                    help='leave out a measurement (repeatable)')
-    ap.add_argument('--pg-url', dest='pg_url', default=None)
+    ap.add_argument('--memory-factor', dest='memory_factor', type=int, default=4,
+                    help='also run end to end on a corpus this many times larger (with the largest worker count) '
+                         'and compare the peak RSS of the process tree with the N run (default 4; 0: skip)')
+    ap.add_argument('--skip', action='append', default=[], choices=['parse', 'nobeam', 'ceiling'],
+                    help='leave out a measurement (repeatable); the driver ceiling is measured for postgresql '
+                         'targets only')
+    ap.add_argument('--pg-url', dest='pg_url', default=None, help='ODBC URL of a PostgreSQL server (fresh '
+                    'databases are created and dropped); default $XMLSQL_BENCH_PG or $XMLSQL_TEST_PG')
     ap.add_argument('--seed', type=int, default=7, help='generator seed (generated corpus)')
     ap.add_argument('--workdir', default=None, help='keep corpus, targets and logs here (default: a temp dir, '
                     'removed at the end)')
     args = ap.parse_args(argv)
-    if args.docs < 1 or args.workers < 1 or args.repeat < 1:
-        ap.error('--docs, --workers and --repeat must be at least 1')
+    if args.docs < 1 or args.repeat < 1 or args.memory_factor < 0:
+        ap.error('--docs and --repeat must be at least 1, --memory-factor at least 0')
     if args.corpus == 'cc' and not corpus_mod.cc_available():
         print(f'SKIP: the CC seed corpus is not at {corpus_mod.SEED} (it is read at run time, never copied into '
               f'the repo); run with --corpus generated instead', file=sys.stderr)
@@ -540,49 +669,80 @@ def main(argv=None):
         tables = [t for t in contract.table_order if t not in ('processing_log', 'dead_letter')]
         stop = compile_contract(contract).stop_after_path
         setup_log = open(os.path.join(workdir, 'setup.log'), 'w')
+        batch = args.batch_size or 200
 
-        runs = []
-        for i in range(args.repeat):
-            url = targets.fresh(f'e2e{i}')
-            create_tables(c.tables, url, setup_log, target_schema_of(url, corpus_mod.contract_path(c)))
-            print(f'end to end run {i + 1}/{args.repeat} ...', file=sys.stderr)
-            runs.append(run_pipeline(c, url, args, workdir, f'e2e{i}'))
-            print(f"  {runs[-1]['docs_per_min']:,.0f} docs/min, {runs[-1]['peak_rss_mb']:.0f} MB peak RSS",
-                  file=sys.stderr)
-        runs_sorted = sorted(runs, key=lambda r: r['docs_per_min'])
-        e2e = runs_sorted[(len(runs_sorted) - 1) // 2]     # the median; of two runs, the slower
-        e2e['rows_in_target'] = count_rows(url, tables, target_schema_of(url, corpus_mod.contract_path(c)))
+        by_w, all_runs = {}, {}
+        for w in args.workers:
+            e2e, runs, url = _end_to_end(c, args, targets, workdir, setup_log, w, f'e2e_w{w}')
+            e2e['rows_in_target'] = count_rows(url, tables, target_schema_of(url, corpus_mod.contract_path(c)))
+            full = partial = nob = ceiling = None
+            if 'parse' not in args.skip:
+                print(f'parse limits, {w} worker(s) ...', file=sys.stderr)
+                full = parse_limit(c, w, 'full')
+                partial = parse_limit(c, w, 'partial', stop) if stop else None
+            if 'nobeam' not in args.skip:
+                print(f'no-Beam loop, {w} worker(s) ...', file=sys.stderr)
+                url_nb = targets.fresh(f'nobeam_w{w}')
+                create_tables(c.tables, url_nb, setup_log, target_schema_of(url_nb, corpus_mod.contract_path(c)))
+                nob = no_beam(c, url_nb, w, args.parse_mode, batch)
+            if args.target == 'postgresql' and 'ceiling' not in args.skip:
+                print(f'driver ceiling (plain executemany), {w} worker(s) ...', file=sys.stderr)
+                url_c = targets.fresh(f'ceiling_w{w}')
+                create_tables(c.tables, url_c, setup_log, target_schema_of(url_c, corpus_mod.contract_path(c)))
+                ceiling = write_ceiling(c, url_c, w, args.parse_mode, batch)
+            dpm = e2e['docs_per_min']
+            by_w[str(w)] = {
+                'workers': w, 'docs_per_min': dpm, 'rows_per_s': e2e['rows_per_s'], 'peak_rss_mb': e2e['peak_rss_mb'],
+                'parse_only_docs_per_min': full and full['docs_per_min'],
+                'partial_parse_docs_per_min': partial and partial['docs_per_min'],
+                'no_beam_docs_per_min': nob and nob['docs_per_min'],
+                'write_ceiling_docs_per_min': ceiling and ceiling['docs_per_min'],
+                'ratio_to_parse_limit': _ratio(dpm, full and full['docs_per_min']),
+                'ratio_to_partial_parse_limit': _ratio(dpm, partial and partial['docs_per_min']),
+                'ratio_to_no_beam': _ratio(dpm, nob and nob['docs_per_min']),
+                'ratio_to_write_ceiling': _ratio(dpm, ceiling and ceiling['docs_per_min']),
+                'end_to_end': e2e, 'parse_full': full, 'parse_partial': partial, 'no_beam': nob,
+                'write_ceiling': ceiling}
+            all_runs[str(w)] = runs
 
-        full = partial = nob = None
-        if 'parse' not in args.skip:
-            print('parse limits ...', file=sys.stderr)
-            full = parse_limit(c, args.workers, 'full')
-            partial = parse_limit(c, args.workers, 'partial', stop) if stop else None
-        if 'nobeam' not in args.skip:
-            print('no-Beam loop ...', file=sys.stderr)
-            url_nb = targets.fresh('nobeam')
-            create_tables(c.tables, url_nb, setup_log, target_schema_of(url_nb, corpus_mod.contract_path(c)))
-            nob = no_beam(c, url_nb, args.workers, args.parse_mode, args.batch_size or 200)
+        top = by_w[str(max(args.workers))]
+        scaling = None
+        if 1 in args.workers and len(args.workers) > 1:
+            one = by_w['1']
+            scaling = {'workers': max(args.workers),
+                       'end_to_end': _ratio(top['docs_per_min'], one['docs_per_min']),
+                       'no_beam': _ratio(top['no_beam_docs_per_min'], one['no_beam_docs_per_min']),
+                       'parse_full': _ratio(top['parse_only_docs_per_min'], one['parse_only_docs_per_min'])}
+        memory = None
+        if args.memory_factor > 1:
+            k = args.memory_factor
+            big_dir = os.path.join(workdir, f'x{k}')
+            cb = corpus_mod.build(args.corpus, args.docs * k, big_dir, seed=args.seed)
+            ebig, _, _ = _end_to_end(cb, argparse.Namespace(**{**vars(args), 'repeat': 1}), targets, workdir,
+                                     setup_log, max(args.workers), f'mem_x{k}')
+            memory = {'factor': k, 'workers': max(args.workers), 'docs_n': c.docs, 'docs_kn': cb.docs,
+                      'rss_n_mb': top['peak_rss_mb'], 'rss_kn_mb': ebig['peak_rss_mb'],
+                      'ratio': _ratio(ebig['peak_rss_mb'], top['peak_rss_mb']),
+                      'docs_per_min_kn': ebig['docs_per_min'], 'end_to_end_kn': ebig}
+            shutil.rmtree(big_dir, ignore_errors=True)
 
-        dpm = e2e['docs_per_min']
+        e2e = top['end_to_end']
         res = {
             'docs': e2e['read'], 'corpus': c.name, 'corpus_mb': round(c.bytes / 2 ** 20, 1),
-            'target': args.target, 'workers': args.workers, 'mode': args.mode if args.workers > 1 else 'one process',
-            'cores': machine['cores_usable'],
+            'target': args.target, 'workers_measured': args.workers, 'workers': max(args.workers),
+            'mode': args.mode, 'cores': machine['cores_usable'],
             'parse_mode': args.parse_mode, 'batch_size': args.batch_size, 'chunk_docs': args.chunk_docs,
-            'docs_per_min': dpm, 'rows_per_s': e2e['rows_per_s'], 'rows': e2e['rows'],
-            'peak_rss_mb': e2e['peak_rss_mb'],
-            'parse_only_docs_per_min': full and full['docs_per_min'],
-            'partial_parse_docs_per_min': partial and partial['docs_per_min'],
-            'ratio_to_parse_limit': round(dpm / full['docs_per_min'], 3) if full else None,
-            'ratio_to_partial_parse_limit': round(dpm / partial['docs_per_min'], 3) if partial else None,
-            'no_beam_docs_per_min': nob and nob['docs_per_min'],
-            'ratio_to_no_beam': round(dpm / nob['docs_per_min'], 3) if nob else None,
+            # the largest worker count's figures at the top level
+            **{key: top[key] for key in ('docs_per_min', 'rows_per_s', 'peak_rss_mb', 'parse_only_docs_per_min',
+                                         'partial_parse_docs_per_min', 'no_beam_docs_per_min',
+                                         'write_ceiling_docs_per_min', 'ratio_to_parse_limit',
+                                         'ratio_to_partial_parse_limit', 'ratio_to_no_beam',
+                                         'ratio_to_write_ceiling')},
+            'rows': e2e['rows'], 'by_workers': by_w, 'scaling': scaling, 'memory': memory,
             'baseline_docs_per_min': BASELINE_DOCS_PER_MIN,
-            'ratio_to_baseline': round(dpm / BASELINE_DOCS_PER_MIN, 2),
-            'end_to_end': e2e, 'end_to_end_runs': runs,
-            'docs_per_min_runs': [r['docs_per_min'] for r in runs],
-            'parse_full': full, 'parse_partial': partial, 'no_beam': nob,
+            'ratio_to_baseline': round(top['docs_per_min'] / BASELINE_DOCS_PER_MIN, 2),
+            'end_to_end': e2e, 'end_to_end_runs': all_runs,
+            'parse_full': top['parse_full'], 'parse_partial': top['parse_partial'], 'no_beam': top['no_beam'],
             'machine': machine, 'corpus_build_s': round(build_s, 1),
             'command': _display_cmd([sys.executable, os.path.relpath(os.path.abspath(__file__), REPO)]
                                     + list(argv if argv is not None else sys.argv[1:])),
@@ -593,7 +753,8 @@ def main(argv=None):
             print_table(res)
         except Exception as e:   # the JSON is what counts
             print(f'(table not printed: {type(e).__name__}: {e})')
-        return 0 if e2e['invariant_holds'] else 1
+        ok = all(b['end_to_end']['invariant_holds'] for b in by_w.values())
+        return 0 if ok else 1
     finally:
         targets.cleanup()
         if not args.workdir:

@@ -5,13 +5,15 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_throughput_bench_json(tmp_path):
     out = tmp_path / 'bench.json'
     r = subprocess.run([sys.executable, os.path.join(ROOT, 'bench', 'throughput.py'), '--docs', '40',
-                        '--corpus', 'generated', '--target', 'sqlite', '--json', str(out),
+                        '--corpus', 'generated', '--target', 'sqlite', '--json', str(out), '--memory-factor', '2',
                         '--workdir', str(tmp_path / 'work')],
                        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -32,7 +34,18 @@ def test_throughput_bench_json(tmp_path):
     assert 20 < d['peak_rss_mb'] < 8192
     assert d['rows'] > 0 and e['rows_in_target']['app_base'] == e['written']
     assert 'machine' in d and d['machine'].get('nproc')
-    assert 'documents' in r.stdout and 'parse-only limit' in r.stdout
+    # every ratio of the performance goals, for one and two workers, plus scaling and memory
+    assert d['workers_measured'] == [1, 2] and set(d['by_workers']) == {'1', '2'}
+    for w in d['by_workers'].values():
+        for k in ('ratio_to_parse_limit', 'ratio_to_no_beam'):
+            assert isinstance(w[k], float) and w[k] > 0, k
+        assert w['end_to_end']['invariant_holds']
+    assert d['scaling']['workers'] == 2 and d['scaling']['end_to_end'] > 0
+    m = d['memory']
+    assert m['factor'] == 2 and m['docs_kn'] == 80 and m['end_to_end_kn']['read'] == 80 and m['ratio'] > 0
+    for text in ('documents', 'full lxml parse', 'end to end / parse limit', 'end to end / no Beam',
+                 'two workers / one', 'peak RSS at 2N / N'):
+        assert text in r.stdout, text
 
 
 def test_cc_corpus_ids_are_rewritten_consistently():
@@ -48,3 +61,20 @@ def test_cc_corpus_ids_are_rewritten_consistently():
     assert f'con_id="{55 + off}"'.encode() in k2 and f'con_id="{56 + off}"'.encode() in k2
     assert k2.replace(str(123 + off).encode(), b'123').replace(str(55 + off).encode(), b'55') \
         .replace(str(56 + off).encode(), b'56') == doc
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get('XMLSQL_TEST_PG'), reason='XMLSQL_TEST_PG not set (a PostgreSQL ODBC URL)')
+def test_throughput_bench_measures_the_driver_ceiling_on_postgresql(tmp_path):
+    out = tmp_path / 'bench.json'
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'bench', 'throughput.py'), '--docs', '30',
+                        '--corpus', 'generated', '--target', 'postgresql', '--json', str(out), '--workers', '1',
+                        '--memory-factor', '0', '--skip', 'parse', '--skip', 'nobeam',
+                        '--workdir', str(tmp_path / 'work')],
+                       cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    d = json.loads(out.read_text())
+    c = d['by_workers']['1']['write_ceiling']
+    assert c['docs'] == 30 and c['rows'] == d['rows'] and c['docs_per_min'] > 0
+    assert d['ratio_to_write_ceiling'] > 0 and 'driver ceiling' in r.stdout

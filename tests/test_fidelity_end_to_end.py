@@ -192,3 +192,39 @@ def test_a_hostile_encoding_is_refused_at_once(migrated):
     s = migrated[3]['punycode.xml']
     assert s['stage'] == 'validation' and "encoding 'punycode' in the XML declaration is not accepted" in s['error']
     assert migrated[4] < 120        # the whole run; decoding this document used to take minutes
+
+
+def test_a_sqlite_table_source_reads_each_document_as_stored(tmp_path):
+    """A table source holds text the way users' staging tables do: a byte order mark in TEXT, accents, a TEXT
+    value that is not valid UTF-8 (which sqlite3 cannot decode: its page read used to fail), a UTF-16 BLOB.
+    Each is written with its characters intact or dead-lettered with its byte offset; no page of the source is
+    lost to one document."""
+    docs = _ok_docs(6, 740000)
+    src = tmp_path / 'src.db'
+    conn = sqlite3.connect(src)
+    conn.execute('CREATE TABLE app_xml (app_id INTEGER PRIMARY KEY, xml TEXT)')
+    (a0, x0), (a1, x1), (a2, x2), (a3, x3) = docs[:4]
+    accented = _sub_attr(x1, 'first_name', 'Zoë', count=1)
+    conn.execute('INSERT INTO app_xml VALUES (?, ?)', (a0, '\ufeff' + x0.lstrip('\ufeff')))
+    conn.execute('INSERT INTO app_xml VALUES (?, ?)', (a1, accented))
+    bad = _sub_attr(x2, 'first_name', 'Zoe', count=1).encode('utf-8').replace(b'Zoe', b'Zo\xeb', 1)
+    conn.execute('INSERT INTO app_xml VALUES (?, CAST(? AS TEXT))', (a2, bad))
+    conn.execute('INSERT INTO app_xml VALUES (?, ?)', (a3, _sub_attr(x3, 'first_name', 'Łucja', count=1)
+                                                       .lstrip('\ufeff').encode('utf-16')))
+    conn.executemany('INSERT INTO app_xml VALUES (?, ?)', docs[4:])
+    conn.commit()
+    conn.close()
+    db = tmp_path / 't.db'
+    p = subprocess.run([sys.executable, '-m', 'pipeline', 'run', '--contract', 'credit_app', '--source',
+                        f'sqlite:///{src}', '--target', f'sqlite:///{db}', '--tables', 'credit_app_tables',
+                        '--create-tables', '--fetch-size', '2', '--max-dead-letter-rate', '1'],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert summary_counts(p.stdout)[:3] == (6, 5, 1)
+    assert 'Zoë' in {r['first_name'] for r in _rows(str(db), 'app_contact_base', a1)}
+    assert 'Łucja' in {r['first_name'] for r in _rows(str(db), 'app_contact_base', a3)}
+    assert _rows(str(db), 'app_base', a0) and all(_rows(str(db), 'app_base', a) for a, _ in docs[4:])
+    c = sqlite3.connect(db)
+    (app_id, stage, reason), = c.execute('SELECT app_id, stage, reason FROM dead_letter').fetchall()
+    c.close()
+    assert (app_id, stage) == (a2, 'validation') and re.search(r'not valid UTF-8.*byte offset \d+', reason)

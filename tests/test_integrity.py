@@ -444,4 +444,4 @@ def test_resume_reads_the_xml_only_of_documents_not_done(tmp_path, monkeypatch):
     out = [d for d in got if not isinstance(d, beam.pvalue.TaggedOutput)]
     assert sum(t.value for t in got if isinstance(t, beam.pvalue.TaggedOutput)) == 11     # skipped: 10 + legacy
     assert sorted(fetched) == [d.app_id for d in out] == ids[10:12] + ids[13:]
-    assert all(d.content_hash == sha256_hex(docs[d.app_id]) and d.xml == docs[d.app_id] for d in out)
+    assert all(d.content_hash == sha256_hex(docs[d.app_id]) and d.xml == docs[d.app_id].encode('utf-8') for d in out)

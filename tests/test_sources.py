@@ -75,8 +75,27 @@ def test_limit_takes_the_lowest_app_ids(source_db):
 
 def test_missing_source_table_is_a_clear_error(source_db):
     path, _ = source_db
-    with pytest.raises(SourceError, match="cannot read source table 'nope'"):
+    with pytest.raises(SourceError, match="source table 'nope' not found"):
         TableSource(TableSpec(url=f'sqlite:///{path}', table='nope', column='xml', schema=None), ReadOptions())
+
+
+@pytest.mark.parametrize('column, id_column, what', [('app_XML', 'app_id', "no XML column 'app_XML'"),
+                                                      ('xml', 'request_id', "no id column 'request_id'")])
+def test_a_source_column_that_does_not_exist_is_a_clear_error(tmp_path, column, id_column, what):
+    """Before: SQLite reads a double-quoted name that is no column as a string literal, so a wrong column (the CC
+    contract says app_XML) read the text 'app_XML' as every document and dead-lettered all of them as 'not XML'."""
+    path = str(tmp_path / 'nopk.db')
+    conn = sqlite3.connect(path)
+    conn.execute('CREATE TABLE app_xml (app_id INTEGER, xml TEXT)')         # no primary key, like many staging tables
+    conn.execute("INSERT INTO app_xml VALUES (1, '<Provenir/>')")
+    conn.commit()
+    conn.close()
+    with pytest.raises(SourceError, match=what + r".*its columns: app_id, xml"):
+        TableSource(TableSpec(url=f'sqlite:///{path}', table='app_xml', column=column, schema=None,
+                              id_column=id_column), ReadOptions())
+    # a column named in another case is the same column for SQLite (and SQL Server), as in their SQL
+    src = TableSource(TableSpec(url=f'sqlite:///{path}', table='app_xml', column='XML', schema=None), ReadOptions())
+    assert src.expected == 1
 
 
 def test_file_source_reads_folders_and_globs(tmp_path):
@@ -153,4 +172,29 @@ def test_keyset_pages_never_skip_rows_of_a_repeated_app_id(tmp_path, fetch_size)
     src = TableSource(TableSpec(url=f'sqlite:///{path}', table='app_xml', column='xml', schema=None),
                       ReadOptions(partitions=2, fetch_size=fetch_size, resume=False))
     with BeamTestPipeline(runner=FnApiRunner()) as p:
-        assert_that((p | src.read()).docs | beam.Map(lambda d: (d.app_id, d.xml)), equal_to(rows))
+        # a SQLite source hands over each document's stored bytes (validation decodes them, strictly)
+        assert_that((p | src.read()).docs | beam.Map(lambda d: (d.app_id, d.xml.decode('utf-8'))), equal_to(rows))
+
+
+@pytest.mark.parametrize('ddl, rows, unique', [
+    ('CREATE TABLE app_xml (app_id INTEGER PRIMARY KEY, xml TEXT)', [(1, '<a/>'), (2, '<a/>')], True),
+    ('CREATE TABLE app_xml (app_id INTEGER, xml TEXT); CREATE UNIQUE INDEX u ON app_xml (app_id)',
+     [(1, '<a/>'), (2, '<a/>')], True),
+    ('CREATE TABLE app_xml (app_id INTEGER, xml TEXT)', [(1, '<a/>'), (1, '<b/>')], False),
+    # a unique index does not stop '2' (text) and 2 (integer) from both being there: both read as app_id 2
+    ('CREATE TABLE app_xml (app_id, xml TEXT); CREATE UNIQUE INDEX u ON app_xml (app_id)',
+     [(2, '<a/>'), ('2', '<b/>')], False),
+])
+def test_a_source_keyed_by_app_id_needs_no_dedupe(tmp_path, ddl, rows, unique):
+    """The dedupe shuffle (every mapped document through a GroupByKey) is only needed where two source rows can
+    carry one app_id; a source whose id column is its key cannot."""
+    path = str(tmp_path / 's.db')
+    conn = sqlite3.connect(path)
+    conn.executescript(ddl)
+    conn.executemany('INSERT INTO app_xml VALUES (?, ?)', rows)
+    conn.commit()
+    conn.close()
+    src = TableSource(TableSpec(url=f'sqlite:///{path}', table='app_xml', column='xml', schema=None),
+                      ReadOptions(resume=False))
+    assert src.unique_ids is unique
+    assert all(c.unique_ids is unique for c in src.chunks())

@@ -65,7 +65,7 @@ class _Query:
         try:
             self.t = dialect.qualify(spec.table, spec.schema)
             self.id = dialect.quote(spec.id_column)
-            self.col = dialect.quote(spec.column)
+            self.col = dialect.document_column_sql(dialect.quote(spec.column))
         except Exception as e:
             raise SourceError(str(e)) from None
         self.hash = dialect.content_hash_sql(self.col)
@@ -158,15 +158,18 @@ def _plan_ids(cur, q, opts, chunk_docs):
 
 
 def plan_partitions(spec: TableSpec, opts: ReadOptions, chunk_docs=None):
-    """At launch: check the source is readable and plan its reads. Returns (partitions, row_count, chunks):
-    the app_id range split into partitions, and `chunks`, the (partitions, rows) of successive runs of at most
-    `chunk_docs` rows each (keyset boundaries). With `opts.app_ids` the partitions are lists of those ids."""
+    """At launch: check the source is readable and plan its reads. Returns (partitions, row_count, chunks,
+    unique): the app_id range split into partitions, `chunks`, the (partitions, rows) of successive runs of at most
+    `chunk_docs` rows each (keyset boundaries), and whether no two rows can share an app_id (primary key or unique
+    index on the id column). With `opts.app_ids` the partitions are lists of those ids."""
     try:
         target, conn = _connect(spec.url, spec.dialect)
     except Exception as e:
         raise SourceError(f'cannot open the source: {e}') from None
     try:
         q = _Query(spec, target.dialect, opts)
+        meta = _check_source_columns(conn, target, spec)
+        unique = _ids_are_unique(conn, target, spec, meta)
         cur = conn.cursor()
         try:
             cur.execute(*q.bounds())
@@ -176,7 +179,7 @@ def plan_partitions(spec: TableSpec, opts: ReadOptions, chunk_docs=None):
         lo, hi, count = cur.fetchone()
         if opts.app_ids is not None:
             chunks = _plan_ids(cur, q, opts, chunk_docs)
-            return [p for parts, _ in chunks for p in parts], sum(n for _, n in chunks), chunks
+            return [p for parts, _ in chunks for p in parts], sum(n for _, n in chunks), chunks, unique
         misfits = []
         if q.has_misfits and opts.app_id_start is None and opts.app_id_end is None \
                 and not opts.shard_count and opts.limit is None:
@@ -184,8 +187,10 @@ def plan_partitions(spec: TableSpec, opts: ReadOptions, chunk_docs=None):
             n_misfits = int(cur.fetchone()[0])
             if n_misfits:
                 misfits, count = [MISFITS], int(count or 0) + n_misfits
+        # rows whose app_id is no integer (SQLite) may read as the app_id of another row ('12' and 12)
+        unique = unique and not misfits
         if lo is None:
-            return misfits, int(count or 0), ([(misfits, count)] if misfits else [])
+            return misfits, int(count or 0), ([(misfits, count)] if misfits else []), unique
         lo, hi, count = int(lo), int(hi), int(count)
         if opts.limit is not None and opts.limit < count:
             cur.execute(*q.nth_id(opts.limit))
@@ -202,9 +207,45 @@ def plan_partitions(spec: TableSpec, opts: ReadOptions, chunk_docs=None):
         chunks.append((after, hi, count - (chunk_docs or 0) * len(chunks)))
         plans = [(split_range(a + 1, b, opts.partitions) + (misfits if i == 0 else []), n)
                  for i, (a, b, n) in enumerate(chunks)]      # the misfits are read once, with the first chunk
-        return split_range(lo, hi, opts.partitions) + misfits, count, plans
+        return split_range(lo, hi, opts.partitions) + misfits, count, plans, unique
     finally:
         conn.close()
+
+
+def _check_source_columns(conn, target, spec: TableSpec):
+    """The source table and its XML and id columns must exist. SQLite reads a double-quoted name that is no column
+    as a string literal: without this check a wrong --source-column would read that name as every document's
+    text (each one dead-lettered as 'not XML') instead of stopping with one clear line."""
+    d = target.dialect
+    try:
+        meta = d.introspect_table(conn, spec.schema, spec.table)
+    except Exception:
+        return          # the bounds query below reports an unreadable table with the driver's message
+    if meta is None:
+        where = f' in schema {spec.schema!r}' if spec.schema else ''
+        raise SourceError(f'source table {spec.table!r} not found{where} in {target.display}')
+    names = [c.name for c in meta.columns]
+    fold = (lambda n: n) if d.case_sensitive_names else str.lower
+    folded = {fold(n) for n in names}
+    for what, col, opt in (('XML column', spec.column, '--source-column'), ('id column', spec.id_column, None)):
+        if fold(col) not in folded:
+            hint = f' (set it with {opt})' if opt else ''
+            raise SourceError(f'source table {spec.table!r} has no {what} {col!r}{hint}; its columns: '
+                              f'{", ".join(names)}')
+    return meta
+
+
+def _ids_are_unique(conn, target, spec: TableSpec, meta) -> bool:
+    """True when the source's id column is its primary key or has a unique index: no two rows share an app_id,
+    so the run needs no dedupe shuffle (a document's app_id must equal its row's, parse checks it)."""
+    if meta is None:
+        return False
+    if [k.lower() for k in meta.primary_key] == [spec.id_column.lower()]:
+        return True
+    try:
+        return bool(target.dialect.has_unique_index(conn, spec.schema, spec.table, spec.id_column))
+    except Exception:
+        return False
 
 
 def _first_line(e):
@@ -393,7 +434,8 @@ class TableSource:
                  chunk_docs=None, _plan=None):
         self.spec, self.opts = spec, opts
         self.resume_target, self.resume_schema = resume_target, resume_schema
-        self.partitions, self.count, self._chunks = _plan or plan_partitions(spec, opts, chunk_docs)
+        self.partitions, self.count, self._chunks, self.unique_ids = _plan or plan_partitions(spec, opts,
+                                                                                             chunk_docs)
 
     @property
     def expected(self):
@@ -407,7 +449,7 @@ class TableSource:
         if len(self._chunks) <= 1:
             return [self]
         return [TableSource(self.spec, self.opts, self.resume_target, self.resume_schema,
-                            _plan=(parts, n, [(parts, n)])) for parts, n in self._chunks]
+                            _plan=(parts, n, [(parts, n)], self.unique_ids)) for parts, n in self._chunks]
 
     def fetcher(self):
         return _TableFetcher(self.spec)

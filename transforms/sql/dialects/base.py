@@ -12,6 +12,7 @@ Interface (`Dialect`):
   classify(exc) -> 'transient' | 'data' | 'fatal'
   sanitize(message)                              database message without row values (and passwords)
   introspect_table(conn, schema, table)          TableMeta of the live table or None
+  document_column_sql(expr)                      how a source's document column is selected (SQLite: as bytes)
   content_hash_sql(expr)                         SQL for the sha256 hex of a document column (resume, processing_log)
   has_unique_index(conn, schema, table, column)  is there a unique index/constraint on exactly that column
 
@@ -54,6 +55,7 @@ class Dialect:
     name = 'abstract'
     open_q, close_q = '"', '"'
     supports_schema = True
+    case_sensitive_names = False        # quoted names match case-sensitively (PostgreSQL); others fold case
     max_params = 30000
 
     # ---- identifiers
@@ -147,6 +149,10 @@ class Dialect:
         raise NotImplementedError
 
     # ---- documents
+    def document_column_sql(self, expr: str) -> str:
+        """How a source's document column (already quoted) is selected: as stored, by default."""
+        return expr
+
     def content_hash_sql(self, expr: str) -> str:
         """SQL computing the lowercase sha256 hex of a document column `expr` (already quoted) in the database,
         so that resume can compare versions without reading the XML."""

@@ -70,6 +70,12 @@ class SQLiteDialect(Dialect):
                         [[self.adapt(v) for v in r] for r in rows])
         return len(rows)
 
+    def document_column_sql(self, expr):
+        # TEXT comes back as its bytes (UTF-8 in a UTF-8 database): sqlite3 would decode every document to str and
+        # validation encode it back. A BLOB stays as it is; a UTF-16 database gives UTF-16 bytes, which validation
+        # recognises and decodes strictly like any other.
+        return f'CAST({expr} AS BLOB)'
+
     def content_hash_sql(self, expr):
         return f'xmlsql_sha256({expr})'       # registered on every connection (transforms.sql.targets)
 
