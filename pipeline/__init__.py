@@ -2,6 +2,8 @@
 reports, and the command line (`python -m pipeline`)."""
 import logging
 
+__version__ = '0.2.0'
+
 
 class _DropImportNoise(logging.Filter):
     """Beam warns on import about Google Cloud client libraries this product never uses."""

@@ -17,10 +17,10 @@ import argparse
 import logging
 import sys
 
+from pipeline import __version__ as VERSION
 from pipeline.config import ConfigError, RunConfig, load_contract_or_fail, resolve_sample
 from pipeline.guard import EXIT_CONFIG, ScrubLogs, remember_secrets, run_guarded, setup_logging
 
-VERSION = '0.2.0'
 log = logging.getLogger('pipeline')
 
 EPILOG = ('Any Apache Beam pipeline option may follow (they are passed to Beam), e.g. --runner=PortableRunner '
@@ -34,9 +34,9 @@ EPILOG = ('Any Apache Beam pipeline option may follow (they are passed to Beam),
 # ============================================================================================= parsing
 
 def command_parser(command, description, usage_args=''):
-    from pipeline.options import add_groups
-    ap = argparse.ArgumentParser(prog=f'python -m pipeline {command}', description=description, epilog=EPILOG,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    from pipeline.options import Parser, add_groups
+    ap = Parser(prog=f'python -m pipeline {command}', description=description, epilog=EPILOG,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_groups(ap, command)
     return ap
 
@@ -49,6 +49,11 @@ def parse_run_options(command, description, argv) -> RunConfig:
     ns, extra = ap.parse_known_args(argv)
     beam_args = split_beam_args(extra, ap.prog)
     return RunConfig.from_options(command, ns, beam_args)
+
+
+def _parser(**kw):
+    from pipeline.options import Parser
+    return Parser(**kw)
 
 
 # ============================================================================================= commands
@@ -80,11 +85,11 @@ def cmd_verify(argv):
 
 def cmd_check(argv):
     from pipeline import check
-    ap = argparse.ArgumentParser(prog='python -m pipeline check',
-                                 description='Check a contract, and a target against it, before any data moves: '
-                                             'the contract\'s own validation; every column exists; types and '
-                                             'string lengths fit; the tables foreign keys point to are not empty. '
-                                             'One line per problem; exit 0 when there is none.')
+    ap = _parser(prog='python -m pipeline check',
+                 description='Check a contract, and a target against it, before any data moves: '
+                             'the contract\'s own validation; every column exists; types and '
+                             'string lengths fit; the tables foreign keys point to are not empty. '
+                             'One line per problem; exit 0 when there is none.')
     ap.add_argument('--contract', required=True, help='Mapping contract: a path or a sample name (credit_app).')
     ap.add_argument('--target', default=None, help='sqlite:///PATH or odbc:<connection string> (optional: without '
                                                    'it only the contract is checked).')
@@ -98,14 +103,14 @@ def cmd_check(argv):
 
 def cmd_explain(argv):
     from pipeline import explain
-    ap = argparse.ArgumentParser(prog='python -m pipeline explain',
-                                 description='Every mapping of one document: target table.column, XML path and '
-                                             'attribute, the raw value, each step of the mapping chain with its '
-                                             'result, the final value, and why a row or column was not written. '
-                                             'It prints the document\'s values (personal data): --shapes prints '
-                                             'their shapes instead (05-10-1978 -> 99-99-9999). Exit status: 0 '
-                                             'the document maps; 4 it would be dead-lettered (the stage and '
-                                             'reason are printed); 2 no such file, app_id or source table.')
+    ap = _parser(prog='python -m pipeline explain',
+                 description='Every mapping of one document: target table.column, XML path and '
+                             'attribute, the raw value, each step of the mapping chain with its '
+                             'result, the final value, and why a row or column was not written. '
+                             'It prints the document\'s values (personal data): --shapes prints '
+                             'their shapes instead (05-10-1978 -> 99-99-9999). Exit status: 0 '
+                             'the document maps; 4 it would be dead-lettered (the stage and '
+                             'reason are printed); 2 no such file, app_id or source table.')
     ap.add_argument('file', nargs='?', help='The XML document (a file).')
     ap.add_argument('--contract', required=True, help='Mapping contract: a path or a sample name (credit_app).')
     ap.add_argument('--source', default=None, help='A table source (sqlite:///PATH or odbc:...) to read the '
@@ -131,15 +136,15 @@ def cmd_explain(argv):
 
 
 def cmd_create_tables(argv):
-    from transforms.sql.plan import create_target_tables, target_schema
+    from transforms.sql.plan import create_target_tables, tables_to_create, target_schema
     from transforms.sql.targets import parse_target
-    ap = argparse.ArgumentParser(prog='python -m pipeline create-tables',
-                                 description='Create the target tables a contract writes, from a table spec, plus '
-                                             'the tool\'s own processing_log and dead_letter, in the contract\'s '
-                                             'target_schema. Reference tables (e.g. app_enums) and foreign keys to '
-                                             'them are left out, as `run --create-tables` does. Tables that exist '
-                                             'are left alone, except processing_log / dead_letter created by an '
-                                             'earlier version, which are upgraded.')
+    ap = _parser(prog='python -m pipeline create-tables',
+                 description='Create the target tables a contract writes, from a table spec, plus the tool\'s own '
+                             'processing_log and dead_letter, in the contract\'s target_schema. Reference tables '
+                             '(e.g. app_enums) and foreign keys to them are left out, as `run --create-tables` '
+                             'does. Tables that exist are left alone, except processing_log / dead_letter created '
+                             'by an earlier version, which are upgraded. Prints one line per table: created, '
+                             'already there, or not created and why.')
     ap.add_argument('--tables', required=True, help='Table spec (JSON, like tables.json) or a sample name '
                                                     '(credit_app_tables).')
     ap.add_argument('--contract', default=None,
@@ -168,9 +173,10 @@ def cmd_create_tables(argv):
     dialect = args.dialect or (None if args.target else 'sqlite')
     if args.target:
         schema = target_schema(parse_target(args.target, dialect=args.dialect), schema)
-    stmts = create_target_tables(args.target, resolve_sample(args.tables, 'table spec'), schema=schema,
-                                 dialect=dialect, execute=not args.print_only, skip_tables=skip, only_tables=only)
+    spec_path = resolve_sample(args.tables, 'table spec')
     if args.print_only:
+        stmts = create_target_tables(args.target, spec_path, schema=schema, dialect=dialect, execute=False,
+                                     skip_tables=skip, only_tables=only)
         try:
             for st in stmts:
                 sys.stdout.write(st.rstrip().rstrip(';') + ';\n\n')
@@ -179,16 +185,43 @@ def cmd_create_tables(argv):
             import os
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    created = [st.split('(', 1)[0].replace('\n', ' ').strip() for st in stmts]
-    tables = [c.rsplit(' ', 1)[-1] for c in created if 'CREATE TABLE' in c.upper()]
-    print(f'create-tables: {len(tables)} tables ensured in {parse_target(args.target).display}'
-          + (f' (schema {schema})' if schema else '') + ': ' + ', '.join(tables))
+    target = parse_target(args.target, dialect=args.dialect)
+    names = tables_to_create(spec_path, skip_tables=skip, only_tables=only)
+    before = _existing_tables(target, schema, names)
+    create_target_tables(args.target, spec_path, schema=schema, dialect=dialect, skip_tables=skip,
+                         only_tables=only)
+    after = _existing_tables(target, schema, names)
+    where = f' (schema {schema})' if schema else ''
+    print(f'create-tables: {target.display}{where}')
+    for t in names:
+        if t in before:
+            print(f'  {t}: already there, left as it is')
+        elif t in after:
+            print(f'  {t}: created')
+        else:                                   # not expected: the statements ran in one committed transaction
+            raise RuntimeError(f'{t} is not in the target after create-tables')
+    from transforms.sql.meta import load_table_spec, reference_tables
+    refs = set(reference_tables(spec_path))
+    for t in load_table_spec(spec_path):
+        if t not in names:
+            why = ('a reference table of the spec' if t in refs else 'in --skip-tables' if t in skip
+                   else 'the contract does not write it')
+            print(f'  {t}: not created ({why}; foreign keys to it are left out)')
     return 0
+
+
+def _existing_tables(target, schema, names):
+    conn = target.connect()
+    try:
+        return {t for t in names if target.dialect.introspect_table(conn, schema, t) is not None}
+    finally:
+        conn.close()
 
 
 def cmd_generate(argv):
     from contracts.samples import generate
-    return generate.main(argv) or 0
+    from pipeline.options import Parser
+    return generate.main(argv, prog='python -m pipeline generate', parser_class=Parser) or 0
 
 
 COMMANDS = {'run': cmd_run, 'map': cmd_map, 'verify': cmd_verify, 'check': cmd_check, 'explain': cmd_explain,

@@ -42,6 +42,42 @@ def load_contract_or_fail(name_or_path):
         raise ConfigError(f'bad contract {path}: ' + '; '.join(problems)) from None
 
 
+def guess_table_spec(contract_path):
+    """The table spec that goes with a contract, when one lies beside it: the sample `<name>_tables.json` of a
+    sample contract, or `tables.json` / `<name>_tables.json` in the contract's folder (the existing system keeps
+    contract.json and tables.json side by side). None when there is none."""
+    if not contract_path:
+        return None
+    folder, name = os.path.split(os.path.abspath(contract_path))
+    stem = os.path.splitext(name)[0]
+    for cand in (os.path.join(folder, f'{stem}_tables.json'), os.path.join(folder, 'tables.json')):
+        if os.path.isfile(cand) and os.path.abspath(cand) != os.path.abspath(contract_path):
+            return cand
+    return None
+
+
+def create_tables_command(contract, target, tables=None, dialect=None):
+    """The `create-tables` command line that creates what `run` (or `check`) found missing, for the operator to
+    copy, in backticks: the run's own contract, table spec (or the one beside the contract) and target,
+    shell-quoted. A literal password in the target is masked (never printed; a note then says so), a `${VAR}`
+    placeholder is kept."""
+    import shlex
+    from transforms.sql.targets import command_line_target
+    tables = tables or guess_table_spec(contract)
+    shown, masked = command_line_target(target) if target else ('TARGET', False)
+    argv = ['python', '-m', 'pipeline', 'create-tables', '--contract', contract or 'CONTRACT',
+            '--tables', tables or 'SPEC', '--target', shown]
+    if dialect:
+        argv += ['--dialect', dialect]
+    cmd = ' '.join(a if a in ('CONTRACT', 'SPEC', 'TARGET') else shlex.quote(a) for a in argv)
+    notes = []
+    if not tables:
+        notes.append('SPEC: the table spec, like tables.json')
+    if masked:
+        notes.append('put the password back where *** stands, or pass it as ${VAR}')
+    return f'`{cmd}`' + (f' ({"; ".join(notes)})' if notes else '')
+
+
 def is_table_url(s):
     return isinstance(s, str) and s.startswith(('sqlite:', 'odbc:'))
 
@@ -147,14 +183,18 @@ class RunConfig:
         read = _read_options(ns, command)
         table = is_table_url(source)
         if not table:
+            # Options that only a table source reads are an error here, given with any value (even the
+            # default's): an option that is silently ignored makes an operator believe the run is restricted.
             for flag, v in (('--app-id-start', read.app_id_start), ('--app-id-end', read.app_id_end),
                             ('--app-ids', g('app_ids')), ('--only-failed', g('only_failed') or None),
                             ('--source-table', g('source_table')), ('--source-column', g('source_column')),
-                            ('--partitions', g('partitions') if g('partitions') != opt.DEFAULT_PARTITIONS else None),
-                            ('--fetch-size', g('fetch_size') if g('fetch_size') != opt.DEFAULT_FETCH_SIZE else None)):
+                            ('--partitions', g('partitions')), ('--fetch-size', g('fetch_size'))):
                 if v is not None:
                     raise ConfigError(f'{flag} applies to a table source (sqlite:/// or odbc:), not to '
                                       f'{"a folder of files" if not os.path.isfile(source or "") else "a file"}')
+            if g('record_element') and not os.path.isfile(source or ''):
+                raise ConfigError('--record-element applies to one XML file holding many documents, not to a '
+                                  'folder of files')
         elif g('record_element'):
             raise ConfigError('--record-element applies to one XML file holding many documents, not to a table')
         if g('only_failed') and g('app_ids'):
@@ -162,7 +202,8 @@ class RunConfig:
         if g('only_failed') and not g('resume', True):
             raise ConfigError('--only-failed reads the failed documents of the ledger: it does not combine with '
                               '--no-resume')
-        rate = g('max_dead_letter_rate', opt.DEFAULT_MAX_DEAD_LETTER_RATE)
+        # map writes no database: only a map that mapped nothing exits 4 (the rate check is run's)
+        rate = g('max_dead_letter_rate', opt.DEFAULT_MAX_DEAD_LETTER_RATE if command != 'map' else 1.0)
         if not 0.0 <= rate <= 1.0:
             raise ConfigError('--max-dead-letter-rate must be a fraction between 0 and 1 (e.g. 0.1 for 10 %)')
         for name in ('batch_size', 'sink_shards'):
@@ -234,7 +275,9 @@ def _read_options(ns, command) -> ReadOptions:
         raise ConfigError('--app-id-start is after --app-id-end')
     if g('limit') is not None and g('limit') < 1:
         raise ConfigError('--limit must be at least 1')
-    partitions, fetch = g('partitions', opt.DEFAULT_PARTITIONS), g('fetch_size', opt.DEFAULT_FETCH_SIZE)
+    partitions, fetch = g('partitions'), g('fetch_size')
+    partitions = opt.DEFAULT_PARTITIONS if partitions is None else partitions
+    fetch = opt.DEFAULT_FETCH_SIZE if fetch is None else fetch
     if partitions < 1 or fetch < 1:
         raise ConfigError('--partitions and --fetch-size must be at least 1')
     return ReadOptions(app_id_start=a, app_id_end=b, limit=g('limit'), partitions=partitions, shard_count=sc,

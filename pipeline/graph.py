@@ -15,7 +15,6 @@ diagram above.)
 """
 import json
 import logging
-import time
 from typing import Any, NamedTuple, Optional
 
 import apache_beam as beam
@@ -52,7 +51,6 @@ class Paths(NamedTuple):
 
 # ============================================================================================= progress
 
-PROGRESS = {'read': 0}        # documents read by this process's workers (local runners: the launcher shows it)
 # The signal this process received, set by the launcher's handler (pipeline/orchestrate.py StopOnSignals). The
 # handler raises in the main thread, but an exception raised while Python runs a weakref callback or a __del__ is
 # only printed ("Exception ignored in ...") and the run went on: the next document read stops the bundle instead.
@@ -63,21 +61,27 @@ class StopRequested(Exception):
     """Raised in a bundle after a signal the main thread's handler could not stop the run with."""
 
 
+# What this process's workers have done so far (local runners run them in the launcher's process, whose progress
+# thread shows it): documents read, documents resume skipped, documents finished (written or dead-lettered).
+PROGRESS = {'read': 0, 'skipped': 0, 'finished': 0}
+
+
+def reset_progress():
+    for k in PROGRESS:
+        PROGRESS[k] = 0
+
+
 class ProgressFn(beam.DoFn):
-    """Pass-through that counts the documents read, for the launcher's progress line (local runners share
-    this process), and logs this worker's own rate on other runners."""
+    """Pass-through that counts elements into PROGRESS[what], for the launcher's progress line (local runners
+    share this process). `what` = 'skipped': the elements are counts of skipped documents."""
 
-    def __init__(self, every_s, expected=None):
-        self.every_s, self.expected = every_s, expected
-
-    def setup(self):
-        self.n, self.t0, self.last = 0, time.monotonic(), time.monotonic()
+    def __init__(self, what='read'):
+        self.what = what
 
     def process(self, element):
         if STOP['signal'] is not None:
             raise StopRequested(f'signal {STOP["signal"]} received')
-        self.n += 1
-        PROGRESS['read'] += 1
+        PROGRESS[self.what] += element if self.what == 'skipped' else 1
         yield element
 
 
@@ -94,7 +98,8 @@ class ReadDocuments(beam.PTransform):
     def expand(self, pbegin):
         docs, skipped = pbegin | 'Source' >> self.source.read()
         if self.progress_s:
-            docs = docs | 'Progress' >> beam.ParDo(ProgressFn(self.progress_s, self.source.expected))
+            docs = docs | 'Progress' >> beam.ParDo(ProgressFn())
+            skipped = skipped | 'ProgressSkipped' >> beam.ParDo(ProgressFn('skipped'))
         return docs, skipped
 
 
@@ -415,6 +420,8 @@ def build(p, cfg, contract, source, sink=None, paths: Paths = Paths(), session_i
             written = mapped | 'EmitRows' >> EmitRows(paths.rows)
     dead = errors.output() | 'DeadLetters' >> DeadLetters(cfg, sink, session_id, paths.dead_letters)
     outcomes = (written, dead) | 'RecordOutcomes' >> RecordOutcomes(cfg, sink, session_id)
+    if cfg.progress_seconds:
+        outcomes = outcomes | 'ProgressFinished' >> beam.ParDo(ProgressFn('finished'))
     counts = (outcomes, skipped) | 'Reports' >> Reports(paths)
     return Outputs(docs=docs, mapped=mapped, dead_letters=dead, outcomes=outcomes, counts=counts)
 

@@ -6,6 +6,7 @@ accepts only the option groups it uses (`command_parser`); an option no group an
 error (exit 2), not a warning.
 """
 import argparse
+import sys
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -29,6 +30,19 @@ DEFAULT_MAX_DEAD_LETTER_RATE = 0.1
 
 def _int_or_none(v):
     return None if v in (None, '') else int(v)
+
+
+class Parser(argparse.ArgumentParser):
+    """The parser of every command: a usage error is one `error:` line naming the command's --help (exit 2), not
+    argparse's usage block; options are never abbreviated (`--dead` is not `--dead-letter`, `--no` not
+    `--no-resume`): a mistyped option is an error, never a guess."""
+
+    def __init__(self, *args, **kw):
+        kw.setdefault('allow_abbrev', False)
+        super().__init__(*args, **kw)
+
+    def error(self, message):
+        raise SystemExit(usage_error(self.prog, message))
 
 
 def _contract(g):
@@ -97,8 +111,8 @@ def _resume(g):
     g.add_argument('--no-resume', dest='resume', action='store_false',
                    help='Process every document again (rows are replaced, nothing is duplicated).')
     g.add_argument('--only-failed', dest='only_failed', action='store_true', default=False,
-                   help='Read only the documents whose latest processing_log status is failed (table sources: '
-                        'selected in SQL before any XML is read).')
+                   help='Read only the documents whose latest processing_log status is failed (table sources only: '
+                        'their app_ids are selected from processing_log before any XML is read).')
 
 
 def _tuning(g, sink=True):
@@ -109,10 +123,10 @@ def _tuning(g, sink=True):
         g.add_argument('--sink-shards', dest='sink_shards', type=int, default=DEFAULT_SINK_SHARDS,
                        help='GroupIntoBatches keys per table, (table, shard): on a cluster each key is written by '
                             f'one worker at a time. Default {DEFAULT_SINK_SHARDS}.')
-        g.add_argument('--partitions', type=int, default=DEFAULT_PARTITIONS,
+        g.add_argument('--partitions', type=int, default=None,
                        help=f'app_id partitions of a table source, each read by its own connection. '
                             f'Default {DEFAULT_PARTITIONS}.')
-        g.add_argument('--fetch-size', dest='fetch_size', type=int, default=DEFAULT_FETCH_SIZE,
+        g.add_argument('--fetch-size', dest='fetch_size', type=int, default=None,
                        help=f'Rows per page when reading a table source. Default {DEFAULT_FETCH_SIZE}.')
         g.add_argument('--processes', type=int, default=1,
                        help='Local runs: split the job into this many shard processes (app_id modulo for table '
@@ -166,13 +180,16 @@ def _outputs(g, run=True):
                         'Beam\'s FileSystems reach (gs://..., s3://...) that every worker shares. Default: a '
                         'temporary folder on this machine (fine for local runners).')
     g.add_argument('--progress-seconds', dest='progress_seconds', type=float, default=DEFAULT_PROGRESS_SECONDS,
-                   help=f'Seconds between progress lines (0 turns them off). Default {DEFAULT_PROGRESS_SECONDS:g}.')
-    g.add_argument('--max-dead-letter-rate', dest='max_dead_letter_rate', type=float,
-                   default=DEFAULT_MAX_DEAD_LETTER_RATE,
-                   help='Exit 4 when more than this fraction of the documents read goes to the dead letter (a run '
-                        'that read documents and wrote none always exits 4). Default '
-                        f'{DEFAULT_MAX_DEAD_LETTER_RATE:g}; 1 turns the rate check off.')
+                   help='Seconds between progress lines on stderr (DirectRunner), counted inside a chunk too: '
+                        '"progress: D of N documents (P%%): R read, S skipped as done, F finished; '
+                        'X docs/min, ETA T s"; with several chunks also one line per chunk. 0 turns them off. '
+                        f'Default {DEFAULT_PROGRESS_SECONDS:g}.')
     if run:
+        g.add_argument('--max-dead-letter-rate', dest='max_dead_letter_rate', type=float,
+                       default=DEFAULT_MAX_DEAD_LETTER_RATE,
+                       help='Exit 4 when more than this fraction of the documents read goes to the dead letter (a '
+                            'run that read documents and wrote none always exits 4). Default '
+                            f'{DEFAULT_MAX_DEAD_LETTER_RATE:g}; 1 turns the rate check off.')
         g.add_argument('--session-id', dest='session_id', default=None,
                        help='Label written to processing_log.session_id. Default: run-<UTC time>-<random>.')
 
@@ -213,12 +230,13 @@ GROUPS = {
     'verify': [('what to compare', lambda g: (_contract(g), _source(g), _target(g), _dialect(g))),
                ('which documents', lambda g: (_selection(g), _verify(g))),
                ('tuning', lambda g: (_tuning(g, sink=False),
-                                     g.add_argument('--partitions', type=int, default=DEFAULT_PARTITIONS,
+                                     g.add_argument('--partitions', type=int, default=None,
                                                     help='app_id partitions of a table source. '
                                                          f'Default {DEFAULT_PARTITIONS}.'),
                                      g.add_argument('--fetch-size', dest='fetch_size', type=int,
-                                                    default=DEFAULT_FETCH_SIZE,
-                                                    help=f'Rows per page. Default {DEFAULT_FETCH_SIZE}.'))),
+                                                    default=None,
+                                                    help=f'Rows per page of a table source. '
+                                                         f'Default {DEFAULT_FETCH_SIZE}.'))),
                ('limits per document', _limits),
                ('logging', _log_level)],
 }
@@ -238,40 +256,56 @@ class MigrationOptions(PipelineOptions):
         add_groups(parser, 'run')
 
 
-def _beam_option_names():
-    """Every flag Beam's own options classes define (--runner, --job_endpoint, --flink_master, ...)."""
-    p = argparse.ArgumentParser(add_help=False)
-    for cls in PipelineOptions.__subclasses__():
-        if cls.__module__.startswith('apache_beam'):
-            try:
-                cls._add_argparse_args(p)
-            except argparse.ArgumentError:
-                pass
-    names = set()
-    for a in p._actions:
-        names.update(s for s in a.option_strings if s.startswith('--'))
-    return names
+def _beam_parser():
+    """A parser of every flag Beam's own options classes define (--runner, --job_endpoint, --flink_master, ...),
+    strict like ours: no abbreviations, a usage error is one line."""
+    global _BEAM_PARSER
+    if _BEAM_PARSER is None:
+        p = _RaisingParser(prog='Beam options', add_help=False, conflict_handler='resolve')
+        todo, seen = list(PipelineOptions.__subclasses__()), set()
+        while todo:
+            cls = todo.pop()
+            if cls in seen:
+                continue
+            seen.add(cls)
+            todo.extend(cls.__subclasses__())
+            if cls.__module__.startswith('apache_beam'):
+                try:
+                    cls._add_argparse_args(p)
+                except argparse.ArgumentError:
+                    pass
+        _BEAM_PARSER = p
+    return _BEAM_PARSER
+
+
+_BEAM_PARSER = None
+
+
+class _BeamUsage(Exception):
+    pass
+
+
+class _RaisingParser(Parser):
+    def error(self, message):
+        raise _BeamUsage(message)
 
 
 def split_beam_args(extra, prog):
-    """The arguments argparse left over must all be Beam options; anything else is an unknown option: an error
-    naming it (exit 2), as argparse does for its own, so that '--dead-leter' or '--batchsize' never run with a
-    warning. Returns the Beam arguments."""
-    known = _beam_option_names()
-    beam_args, unknown = [], []
-    for a in extra:
-        if a.startswith('--'):
-            (beam_args if a.split('=', 1)[0] in known else unknown).append(a)
-        elif beam_args and beam_args[-1].startswith('--') and '=' not in beam_args[-1]:
-            beam_args.append(a)          # the value of the Beam flag before it
-        else:
-            unknown.append(a)
+    """The arguments our parser left over must all be Beam options, with valid values; anything else is an
+    unknown option: an error naming it (exit 2, one line), so that '--dead-leter' or '--batchsize' never run
+    with a warning, and Beam never prints its own usage block. Returns the Beam arguments."""
+    if not extra:
+        return []
+    try:
+        _, unknown = _beam_parser().parse_known_args(list(extra))
+    except _BeamUsage as e:
+        raise SystemExit(usage_error(prog, str(e))) from None
     if unknown:
-        raise SystemExit(_usage_error(prog, f'unrecognized arguments: {" ".join(unknown)}'))
-    return beam_args
+        raise SystemExit(usage_error(prog, f'unrecognized arguments: {" ".join(unknown)}'))
+    return list(extra)
 
 
-def _usage_error(prog, msg):
-    import sys
-    print(f'usage: {prog} --help\n{prog}: error: {msg}', file=sys.stderr)
+def usage_error(prog, msg):
+    """Print one `error:` line for a usage error of command `prog`; returns the exit status (2)."""
+    print(f'error: {msg} (`{prog} --help` lists the options)', file=sys.stderr)
     return 2

@@ -241,8 +241,11 @@ def prepare(job: Job):
     if cfg.command != 'run':
         return
     try:
+        from pipeline.config import create_tables_command
         job.sink = prepare_sink(cfg.target, job.contract, tables_spec=cfg.tables, create=cfg.create_tables,
-                                dialect=cfg.dialect)
+                                dialect=cfg.dialect,
+                                create_command=create_tables_command(cfg.contract_path, cfg.target, cfg.tables,
+                                                                     cfg.dialect))
     except (ConfigError, TargetError):
         raise
     except Exception as e:
@@ -288,27 +291,36 @@ class _Progress(threading.Thread):
         self.base = 0
 
     def run(self):
-        from pipeline.graph import PROGRESS
         while not self.stop.wait(self.every_s):
-            s = self.job.summary
-            done = s.skipped + PROGRESS['read']
-            elapsed = time.monotonic() - self.job.t0
-            rate = PROGRESS['read'] / elapsed * 60 if elapsed > 0 else 0.0
-            self.job.progress.append((round(elapsed, 2), PROGRESS['read']))
-            left = self.expected - done
-            eta = f', ETA {left / rate * 60:.0f} s' if rate > 0 and left > 0 else ''
-            log.info('progress: %d of %d documents (%.0f%%, %d skipped as done), %.0f docs/min%s', done,
-                     self.expected, 100.0 * done / max(self.expected, 1), s.skipped, rate, eta)
+            log.info('%s', self.line())
+
+    def line(self):
+        """One progress line: documents read or skipped of those expected, how many of those read are finished
+        (written or dead-lettered), the rate of documents read and the ETA at that rate. Counted inside the
+        running chunk (by the workers of this process), skipped documents included."""
+        from pipeline.graph import PROGRESS
+        read, skipped, finished = PROGRESS['read'], PROGRESS['skipped'], PROGRESS['finished']
+        done = read + skipped
+        elapsed = time.monotonic() - self.job.t0
+        rate = read / elapsed * 60 if elapsed > 0 else 0.0
+        self.job.progress.append((round(elapsed, 2), read))
+        left = self.expected - done
+        if left > 0:
+            eta = f'ETA {left / rate * 60:.0f} s' if rate > 0 else 'ETA unknown'
+        else:
+            eta = 'all read, writing' if finished < read else 'ETA 0 s'
+        return (f'progress: {done} of {self.expected} documents ({100.0 * done / max(self.expected, 1):.0f}%): '
+                f'{read} read, {skipped} skipped as done, {finished} finished; {rate:.0f} docs/min, {eta}')
 
 
 def run_chunks(job: Job):
     """Every chunk of the source as one pipeline run; their counts added up into job.summary."""
-    from pipeline.graph import PROGRESS, Paths, build
+    from pipeline.graph import Paths, build, reset_progress
     cfg = job.cfg
     chunks = job.source.chunks()
     written_before = set()
     across = cfg.command == 'run' and job.source.kind != 'table' and len(chunks) > 1
-    PROGRESS['read'] = 0
+    reset_progress()
     ticker = _Progress(job, cfg.progress_seconds, job.source.expected) if cfg.progress_seconds and cfg.is_direct \
         else None
     if ticker:

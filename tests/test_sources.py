@@ -97,6 +97,27 @@ def test_a_source_column_that_does_not_exist_is_a_clear_error(tmp_path, column, 
     assert src.expected == 1
 
 
+def test_a_view_is_a_table_source(source_db, tmp_path):
+    """Operators point a migration at a view as often as at a table (a filtered or joined staging table); the
+    source-column check must find the view's columns, and the view reads like the table it shows."""
+    path, ids = source_db
+    view_db = str(tmp_path / 'view.db')
+    conn = sqlite3.connect(view_db)
+    conn.execute(f"ATTACH DATABASE '{path}' AS src")
+    conn.execute('CREATE TABLE app_xml AS SELECT * FROM src.app_xml')
+    conn.execute('CREATE VIEW app_xml_odd AS SELECT app_id, xml AS doc FROM app_xml WHERE app_id % 2 = 1')
+    conn.commit()
+    conn.close()
+    spec = TableSpec(url=f'sqlite:///{view_db}', table='app_xml_odd', column='doc', schema=None)
+    src = TableSource(spec, ReadOptions(resume=False))
+    odd = [i for i in ids if i % 2 == 1]
+    assert src.expected == len(odd)
+    with BeamTestPipeline(runner=FnApiRunner()) as p:
+        assert_that((p | src.read()).docs | beam.Map(lambda d: d.app_id), equal_to(odd))
+    with pytest.raises(SourceError, match="no XML column 'xml'.*its columns: app_id, doc"):
+        TableSource(spec._replace(column='xml'), ReadOptions())
+
+
 def test_file_source_reads_folders_and_globs(tmp_path):
     for i in range(3):
         (tmp_path / f'd{i}.xml').write_text(f'<a n="{i}"/>')

@@ -679,9 +679,10 @@ def _positive(text: str) -> int:
     return v
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog='python -m contracts.samples.generate',
+def main(argv: Optional[Sequence[str]] = None, prog: str = 'python -m contracts.samples.generate',
+         parser_class=argparse.ArgumentParser) -> int:
+    parser = parser_class(
+        prog=prog,
         description='Generate synthetic Provenir credit-card application documents for the sample contract '
                     'contracts/samples/credit_app.json, into a SQLite table or a folder of XML files.')
     parser.add_argument('--docs', type=_positive, required=True, help='number of documents to generate')

@@ -226,7 +226,7 @@ def _check_source_columns(conn, target, spec: TableSpec):
     text (each one dead-lettered as 'not XML') instead of stopping with one clear line."""
     d = target.dialect
     try:
-        meta = d.introspect_table(conn, spec.schema, spec.table)
+        meta = d.introspect_table(conn, spec.schema, spec.table, views=True)
     except Exception:
         return          # the bounds query below reports an unreadable table with the driver's message
     if meta is None:

@@ -6,7 +6,7 @@
   dead-lettered one by one);
 * an integer column is as wide as the contract's integer type (an `int` mapping into a `smallint` column);
 * a table a foreign key of a written table points to, which the contract does not write (a reference table such
-  as app_enums), is not empty: otherwise every document would fail its FOREIGN KEY.
+  as app_enums), exists and is not empty: otherwise every document would fail its FOREIGN KEY.
 """
 from typing import Dict, Iterable, List, Mapping
 
@@ -43,11 +43,14 @@ def _length(args):
         return None
 
 
-def column_problems(contract, metas: Mapping[str, TableMeta]) -> List[str]:
-    """Problems of the contract's columns against the live tables (types, lengths, widths, existence)."""
+def column_problems(contract, metas: Mapping[str, TableMeta], skip_tables=()) -> List[str]:
+    """Problems of the contract's columns against the live tables (types, lengths, widths, existence). A table
+    that is not in `metas` is one problem, not one per column; `skip_tables`: missing tables the caller has
+    reported already."""
     from contracts.model import INT_TYPES, ROW_CREATING
     out = []
     seen = set()
+    missing = set(skip_tables)
     for m in contract.mappings:
         t, c = m.target_table, m.target_column
         if not c or any(s.name in ROW_CREATING for s in m.steps) or (t, c) in seen:
@@ -55,7 +58,9 @@ def column_problems(contract, metas: Mapping[str, TableMeta]) -> List[str]:
         seen.add((t, c))
         meta = metas.get(t)
         if meta is None:
-            out.append(f'{t}: table not found in the target')
+            if t not in missing:
+                missing.add(t)
+                out.append(f'{t}: table not found in the target')
             continue
         col = meta.column(c)
         if col is None:
@@ -112,10 +117,13 @@ def empty_references(conn, dialect, metas: Mapping[str, TableMeta], written: Ite
                 if checked[ref] == 0:
                     out.append(f'{t}.{", ".join(fk.columns)}: references {ref}, which is empty: every document '
                                f'with a value there would fail its FOREIGN KEY (fill {ref} first)')
+                elif checked[ref] is None:
+                    out.append(f'{t}.{", ".join(fk.columns)}: references {ref}, which is not in the target (or '
+                               'cannot be read): every document with a value there would fail its FOREIGN KEY')
     finally:
         cur.close()
     return out
 
 
-def target_problems(conn, dialect, contract, metas: Dict[str, TableMeta], written) -> List[str]:
-    return column_problems(contract, metas) + empty_references(conn, dialect, metas, written)
+def target_problems(conn, dialect, contract, metas: Dict[str, TableMeta], written, skip_tables=()) -> List[str]:
+    return column_problems(contract, metas, skip_tables) + empty_references(conn, dialect, metas, written)

@@ -155,19 +155,28 @@ def _schema_sql(d, schema) -> Optional[str]:
     return d.create_schema_if_absent(schema) if schema else None
 
 
-def ddl_statements(spec, dialect, schema: Optional[str] = None, include_fks: bool = True,
-                   skip_tables: Iterable[str] = (), project_tables: bool = True) -> List[str]:
-    """CREATE statements (idempotent) for every table of `spec` (path, dict in tables.json format, or
-    {name: TableMeta}) except `skip_tables`, plus the project tables processing_log and dead_letter (the
-    project's processing_log replaces a spec's). FKs that reference a table not created here are left out."""
-    d = get_dialect(dialect)
+def _created_tables(spec, skip_tables=(), project_tables=True) -> Dict[str, TableMeta]:
     tables = _spec_tables(spec)
     skip = {t.lower() for t in skip_tables}
     if project_tables:
         for n, m in project_metas().items():
             tables.pop(n, None)
             tables[n] = m
-    tables = {n: m for n, m in tables.items() if n.lower() not in skip}
+    return {n: m for n, m in tables.items() if n.lower() not in skip}
+
+
+def ddl_table_names(spec, skip_tables: Iterable[str] = (), project_tables: bool = True) -> List[str]:
+    """The tables ddl_statements creates, in its order (referenced tables first)."""
+    return _ordered(_created_tables(spec, skip_tables, project_tables))
+
+
+def ddl_statements(spec, dialect, schema: Optional[str] = None, include_fks: bool = True,
+                   skip_tables: Iterable[str] = (), project_tables: bool = True) -> List[str]:
+    """CREATE statements (idempotent) for every table of `spec` (path, dict in tables.json format, or
+    {name: TableMeta}) except `skip_tables`, plus the project tables processing_log and dead_letter (the
+    project's processing_log replaces a spec's). FKs that reference a table not created here are left out."""
+    d = get_dialect(dialect)
+    tables = _created_tables(spec, skip_tables, project_tables)
     out = []
     s = _schema_sql(d, schema)
     if s:

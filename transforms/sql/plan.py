@@ -21,15 +21,10 @@ def target_schema(target, contract_schema):
     return contract_schema if target.dialect.supports_schema else None
 
 
-def create_target_tables(target_url, tables_spec, schema=None, dialect=None, execute=True, skip_tables=(),
-                         only_tables=None):
-    """Create the tables of a spec plus processing_log and dead_letter (idempotent). Returns the statements.
-    `skip_tables` (or everything not in `only_tables`) is not created, and FKs to those tables are left out."""
-    from transforms.sql.ddl import ddl_statements
-    from transforms.sql.upgrade import create_tables
-    from transforms.sql.dialects import get_dialect
+def _skipped(tables_spec, skip_tables=(), only_tables=None):
+    """(spec, the tables of the spec not to create): `skip_tables`, the spec's reference tables, and everything
+    not in `only_tables`."""
     from transforms.sql.meta import load_table_spec, reference_tables
-    target = parse_target(target_url, dialect=dialect) if target_url else None
     spec = tables_spec if tables_spec is not None else {'tables': {}}
     try:
         names = list(load_table_spec(spec))
@@ -42,13 +37,38 @@ def create_target_tables(target_url, tables_spec, schema=None, dialect=None, exe
     if only_tables is not None:
         keep = set(only_tables) | set(PROJECT_TABLES)
         skip |= {t for t in names if t not in keep}
+    return spec, skip
+
+
+def tables_to_create(tables_spec, skip_tables=(), only_tables=None) -> List[str]:
+    """The tables create_target_tables creates (with the same arguments), in its order."""
+    from transforms.sql.ddl import ddl_table_names
+    spec, skip = _skipped(tables_spec, skip_tables, only_tables)
+    return ddl_table_names(spec, skip)
+
+
+def create_target_tables(target_url, tables_spec, schema=None, dialect=None, execute=True, skip_tables=(),
+                         only_tables=None):
+    """Create the tables of a spec plus processing_log and dead_letter (idempotent). Returns the statements.
+    `skip_tables` (or everything not in `only_tables`) is not created, and FKs to those tables are left out."""
+    from transforms.sql.ddl import ddl_statements
+    from transforms.sql.upgrade import create_tables
+    from transforms.sql.dialects import get_dialect
+    target = parse_target(target_url, dialect=dialect) if target_url else None
+    spec, skip = _skipped(tables_spec, skip_tables, only_tables)
     if not execute:
         d = target.dialect if target is not None else get_dialect(dialect or 'sqlite')
         return ddl_statements(spec, d.name, schema=schema if d.supports_schema else None, skip_tables=skip)
     return create_tables(target, spec, schema=target_schema(target, schema), skip_tables=skip)
 
 
-def prepare_sink(target_url, contract, tables_spec=None, create=False, dialect=None) -> SinkPlan:
+CREATE_COMMAND = '`python -m pipeline create-tables --contract CONTRACT --tables SPEC --target TARGET`'
+
+
+def prepare_sink(target_url, contract, tables_spec=None, create=False, dialect=None,
+                 create_command=CREATE_COMMAND) -> SinkPlan:
+    """`create_command`: the create-tables command line (in backticks) that the errors about missing tables
+    suggest; the caller knows the command line (pipeline.config.create_tables_command)."""
     target = parse_target(target_url, dialect=dialect)
     schema = target_schema(target, contract.target_schema)
     written = [t for t in contract.table_order if t not in PROJECT_TABLES]
@@ -61,21 +81,19 @@ def prepare_sink(target_url, contract, tables_spec=None, create=False, dialect=N
         try:
             metas = introspect(conn, target.dialect_name, schema, written)
         except MetaError as e:
-            raise TargetError(f'{e} — create them with `python -m pipeline create-tables --contract CONTRACT '
-                              f'--tables SPEC --target TARGET` or pass --create-tables --tables SPEC') from None
+            raise TargetError(f'{e} — create them with {create_command}, or run again with --create-tables '
+                              '--tables SPEC') from None
         try:
             project = introspect(conn, target.dialect_name, schema, PROJECT_TABLES)
         except MetaError:
             raise TargetError('the target has no processing_log / dead_letter tables: create them with '
-                              '`python -m pipeline create-tables --contract CONTRACT --tables SPEC --target TARGET` '
-                              'or pass --create-tables --tables SPEC') from None
+                              f'{create_command}, or run again with --create-tables --tables SPEC') from None
         from transforms.sql.upgrade import problems
         missing = problems(conn, target.dialect_name, schema, project)
         if missing:
             raise TargetError('processing_log / dead_letter were created by an earlier version of this tool '
                               f'(missing: {", ".join(missing)}): upgrade them by running the same command with '
-                              '--create-tables, or `python -m pipeline create-tables --contract CONTRACT --tables '
-                              'SPEC --target TARGET`; '
+                              f'--create-tables, or {create_command}; '
                               'it adds the columns, merges duplicate rows and adds the unique keys') from None
         from transforms.sql.checks import target_problems
         problems = target_problems(conn, target.dialect, contract, metas, written)

@@ -71,6 +71,30 @@ def mask_password(s: str) -> str:
     return _URL_PASSWORD.sub(r'\1***@', _PWD.sub(lambda m: m.group(1) + '***', s))
 
 
+def command_line_target(url: str):
+    """A target string as it may stand in a command printed for the operator: (text, masked). A password given as
+    an environment placeholder (`Pwd=${PGPASSWORD}`) is kept as it is (the command then works as printed); a
+    literal password is masked (masked=True: the operator puts it back)."""
+    masked = []
+
+    def pwd(m):
+        if _ENV.fullmatch(m.group(2).strip()):
+            return m.group(0)
+        masked.append(1)
+        return m.group(1) + '***'
+
+    def url_pwd(m):
+        if _ENV.fullmatch(m.group(2)):
+            return m.group(0)
+        masked.append(1)
+        return m.group(1) + '***@'
+    text = _URL_PASSWORD_PARTS.sub(url_pwd, _PWD.sub(pwd, url))
+    return text, bool(masked)
+
+
+_URL_PASSWORD_PARTS = re.compile(r'(?i)\b([a-z][a-z0-9+.\-]*://[^\s:/@]*:)([^\s@/]*)@')
+
+
 def _passwords(conn_str: str):
     out = []
     for m in _PWD.finditer(conn_str):

@@ -11,7 +11,7 @@ Interface (`Dialect`):
   select_owners(cur, meta, keys)                 {key tuple: app_id} of keys already in the table
   classify(exc) -> 'transient' | 'data' | 'fatal'
   sanitize(message)                              database message without row values (and passwords)
-  introspect_table(conn, schema, table)          TableMeta of the live table or None
+  introspect_table(conn, schema, table, views)   TableMeta of the live table (views=True: or view) or None
   document_column_sql(expr)                      how a source's document column is selected (SQLite: as bytes)
   content_hash_sql(expr)                         SQL for the sha256 hex of a document column (resume, processing_log)
   has_unique_index(conn, schema, table, column)  is there a unique index/constraint on exactly that column
@@ -208,7 +208,9 @@ class Dialect:
         return scrub_message(msg, secrets)
 
     # ---- introspection
-    def introspect_table(self, conn, schema: Optional[str], table: str) -> Optional[TableMeta]:
+    def introspect_table(self, conn, schema: Optional[str], table: str, views: bool = False) -> Optional[TableMeta]:
+        """The live table's columns and keys, None when there is no such table. views=True (a source): a view
+        of that name counts too (its columns; no keys). PostgreSQL's information_schema lists views either way."""
         raise NotImplementedError
 
 

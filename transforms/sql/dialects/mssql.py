@@ -135,7 +135,7 @@ class MSSQLDialect(Dialect):
             return DATA
         return super().classify(exc)
 
-    def introspect_table(self, conn, schema, table):
+    def introspect_table(self, conn, schema, table, views=False):
         schema = schema or 'dbo'
         cur = conn.cursor()
         obj = f'{self.quote(schema)}.{self.quote(table)}'
@@ -144,7 +144,8 @@ class MSSQLDialect(Dialect):
             'c.is_computed, dc.definition FROM sys.columns c '
             'JOIN sys.types t ON t.user_type_id = c.user_type_id '
             'LEFT JOIN sys.default_constraints dc ON dc.object_id = c.default_object_id '
-            "WHERE c.object_id = OBJECT_ID(?, 'U') ORDER BY c.column_id", (obj,))
+            + ("WHERE c.object_id = COALESCE(OBJECT_ID(?, 'U'), OBJECT_ID(?, 'V')) " if views
+               else "WHERE c.object_id = OBJECT_ID(?, 'U') ") + 'ORDER BY c.column_id', (obj, obj) if views else (obj,))
         rows = cur.fetchall()
         if not rows:
             return None

@@ -80,7 +80,7 @@ class PostgresDialect(Dialect):
                  'timestamp without time zone': 'datetime2', 'timestamp with time zone': 'datetimeoffset',
                  'boolean': 'bit', 'double precision': 'float', 'real': 'real'}
 
-    def introspect_table(self, conn, schema, table):
+    def introspect_table(self, conn, schema, table, views=False):
         schema = schema or 'public'
         cur = conn.cursor()
         cur.execute(

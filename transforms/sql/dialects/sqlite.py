@@ -90,9 +90,10 @@ class SQLiteDialect(Dialect):
             return FATAL
         return super().classify(exc)
 
-    def introspect_table(self, conn, schema, table):
+    def introspect_table(self, conn, schema, table, views=False):
         cur = conn.cursor()
-        cur.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE", (table,))
+        types = "('table', 'view')" if views else "('table')"
+        cur.execute(f"SELECT name FROM sqlite_master WHERE type IN {types} AND name = ? COLLATE NOCASE", (table,))
         row = cur.fetchone()
         if not row:
             return None
