@@ -55,6 +55,13 @@ def migrated(tmp_path_factory):
     # 2. a non-integer con_id: the document fails (it used to become 218844, merging two contacts)
     a, x = docs[5]
     put('bad_con_id.xml', a, _sub_attr(x, 'con_id', '218844X'), 'mapping')
+    # 2b. two different CURR addresses of one contact share the row's primary key (con_id, address_type_enum):
+    # the document fails (the sink used to keep the last one and count the document as written)
+    a, x = docs[11]
+    m = re.search(r'<contact_address address_tp_c="CURR"[^>]*/>', x)
+    twin = re.sub(r'\bcity="[^"]*"', 'city="Other Town"', m.group(0), count=1)
+    assert twin != m.group(0)
+    put('two_curr_addresses.xml', a, x[:m.end()] + twin + x[m.end():], 'mapping')
     # 3. a second application element: read whole, as in full mode
     a, x = docs[6]
     i = x.index('</application>') + len('</application>')
@@ -157,6 +164,15 @@ def test_a_non_integer_con_id_fails_the_document_naming_the_column(migrated):
     s = status['bad_con_id.xml']
     assert s['status'] == 'failed' and s['stage'] == 'mapping'
     assert s['error'].startswith("app_contact_base.con_id: key value is not an integer (shape '999999A')")
+
+
+def test_two_different_rows_with_one_primary_key_fail_the_document(migrated):
+    db, cases, status = migrated[0], migrated[1], migrated[3]
+    s = status['two_curr_addresses.xml']
+    assert s['status'] == 'failed' and s['stage'] == 'mapping'
+    assert s['error'].startswith('app_contact_address: two different rows with the same key (con_id, '
+                                 'address_type_enum)'), s['error']
+    assert not _rows(db, 'app_contact_base', cases['two_curr_addresses.xml'][0])     # nothing half-written
 
 
 def test_two_applications_give_the_rows_of_a_full_parse(migrated):

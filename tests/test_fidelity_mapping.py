@@ -11,7 +11,7 @@ from lxml import etree
 
 from contracts import ContractError, MappingError, compile_contract, load_contract
 from contracts import convert as cv
-from test_mapping_types import (ADDR, APP, EMP, P, PR, cc_contract, doc, m, ops, rl_contract,
+from test_mapping_types import (ADDR, APP, CON, EMP, P, PR, cc_contract, doc, m, ops, rl_contract,
                                 rl_doc, run)
 from transforms.errors import StageError
 from transforms.validate import parse_app_id
@@ -26,7 +26,8 @@ NON_ASCII_DIGITS = ['\u00b2', '\u2468', '7\u00b3', '\u0663', '\uff15']   # ², �
 def test_non_ascii_digits_are_not_a_number_and_no_table_is_lost(text):
     """`str.isdigit()` is true for '²', int() then raised and the whole table (contacts included) was skipped with a
     warning. Now the value is "not a number" under the column's normal rules and every table is there."""
-    c = cc_contract([m(APP, 'n', 'app_ops', 'n', 'int'), m(APP, 'note', 'app_ops', 'note')])
+    c = cc_contract([m(APP, 'n', 'app_ops', 'n', 'int'), m(APP, 'note', 'app_ops', 'note'),
+                     m(CON, 'years', 'app_contact_base', 'years', 'int')])
     contacts = PR.format('<contact_address address_tp_c="CURR" city="PROVO" zip="84601"/>')
     contacts = contacts.replace('first_name="ANN"', f'first_name="ANN" years="{text}"')
     r = run(c, doc(f'n="{text}" note="kept"', contacts=contacts))
@@ -34,6 +35,9 @@ def test_non_ascii_digits_are_not_a_number_and_no_table_is_lost(text):
     row = ops(r)
     assert row['note'] == 'kept'
     assert row.get('n') == (7 if text == '7\u00b3' else None)    # lenient: the first ASCII numeric run
+    (contact,) = r.rows['app_contact_base']                       # the contact table too, with its row
+    assert contact['con_id'] == 11 and contact['first_name'] == 'ANN'
+    assert contact.get('years') == (7 if text == '7\u00b3' else None)
     assert not any('skipped' in w for w in r.warnings)
 
 

@@ -171,3 +171,40 @@ def test_validate_and_parse_dofns_route_failures_to_the_dead_letter_output():
         assert_that(dead | 'Why' >> beam.Map(lambda d: (d.source, d.stage, d.payload is not None)),
                     equal_to([('empty.xml', 'validation', True), ('bad.xml', 'validation', True),
                               ('null.xml', 'validation', False)]), label='dead')
+
+
+# ------------------------------------------------------------------------------------------------ time budget
+
+class _FakeClock:
+    """A monotonic clock that moves only when told: decoding is made to 'take' a known time, without sleeping."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def monotonic(self):
+        return self.now
+
+
+@pytest.mark.parametrize('mode', ['partial', 'full'])
+def test_decoding_counts_against_the_documents_time_limit(monkeypatch, mode):
+    """Issue 11, point 6: --max-parse-seconds covers decoding and parsing together. A document whose decoding
+    used up the budget is refused at validation; one that used part of it is parsed with only what is left."""
+    import transforms.validate as validate_mod
+    clock = _FakeClock()
+    real = validate_mod.to_utf8
+
+    def slow_to_utf8(xml):           # decoding 'takes' 5 s of the document's budget
+        clock.now += 5.0
+        return real(xml)
+    monkeypatch.setattr(validate_mod, 'time', clock)
+    monkeypatch.setattr(validate_mod, 'to_utf8', slow_to_utf8)
+    payload = codecs.BOM_UTF16_LE + doc_xml(tail='<x>' + 'a' * (3 * 16 * 1024) + '</x>').encode('utf-16-le')
+    e = stage_error(validated, payload, limits=Limits(max_parse_seconds=4.0), root_element='Provenir')
+    assert e.stage == 'validation' and 'decoding and checking took longer than 4 s (--max-parse-seconds)' in e.reason
+    v = validated(payload, limits=Limits(max_parse_seconds=20.0), root_element='Provenir')
+    assert v.time_left == pytest.approx(15.0)
+    # the parse gets what is left of the budget, not a fresh --max-parse-seconds
+    spec = SPEC._replace(mode=mode, max_seconds=20.0, stop_after_path='/Provenir/NotThere')
+    assert parse_document(v, spec).app_id == 123
+    e = stage_error(parse_document, v._replace(time_left=1e-9), spec)
+    assert e.stage == 'parse' and '--max-parse-seconds' in e.reason
