@@ -251,7 +251,7 @@ class RecordOutcomes(beam.PTransform):
         if self.sink is not None:
             from transforms.sink import WriteLedger
             outcomes | 'Ledger' >> WriteLedger(self.cfg.target, self.sink.schema, self.session_id,
-                                               dialect=self.sink.dialect)
+                                               dialect=self.sink.dialect, owned=(self.sink.metas, self.sink.tiers))
         return outcomes
 
 

@@ -56,8 +56,8 @@ def runner_counters(result, sources: Optional[Dict[str, int]] = None) -> Dict[st
 
 class Summary:
     """Counts of one run. `skipped`: documents not read because they are done and unchanged (resume).
-    `changed`: documents read that had been migrated before with other content (their rows were replaced); they
-    are part of `read`. `counts` holds the rest of RunCounts (by stage and reason, rows by table, warnings by
+    `changed`: documents written that had been migrated before with other content (their rows were replaced);
+    part of `written`. A changed document whose new version fails is dead-lettered and loses its old rows. `counts` holds the rest of RunCounts (by stage and reason, rows by table, warnings by
     field); `extra` what the launcher adds (session, source, target, exit status, progress samples, ...)."""
 
     def __init__(self, counts: Optional[Dict[str, Any]] = None, elapsed_s: float = 0.0, extra=None):

@@ -268,6 +268,43 @@ def test_changed_documents_replace_their_rows(tmp_path, targets, kind, source_ki
     assert target.tables() == want
 
 
+@pytest.mark.parametrize('kind,source_kind', [
+    ('sqlite', 'table'), ('sqlite', 'files'),
+    pytest.param('pg', 'table', marks=[NEED_PG, pytest.mark.postgres])])
+def test_a_changed_document_that_now_fails_keeps_no_rows(tmp_path, targets, kind, source_kind):
+    """A document migrated before whose new version fails is dead-lettered and loses its old rows, wherever it
+    fails: before, one that failed at mapping (con_id "12.5") kept the old version's rows while one that failed
+    at the sink (a 20-digit con_id) lost them. The target must equal a fresh migration of the edited source
+    (where a failing document has no rows), and the other documents keep theirs."""
+    docs = dict(generate_documents(12, seed=13, broken_fraction=0.0))
+    ids = sorted(docs)
+    new = dict(docs)
+    new[ids[1]] = poison(docs[ids[1]], '12.5')                     # fails at mapping (a key that is no integer)
+    new[ids[4]] = poison(docs[ids[4]], HUGE)                        # fails at the sink (out of range)
+    failing = [ids[1], ids[4]]
+    if source_kind == 'table':
+        # fails at validation (truncated). A table row carries its app_id; a file this broken has no app_id to
+        # know it by (its old rows stay: README, "Re-runs and changed documents")
+        new[ids[7]] = docs[ids[7]].replace('</Provenir>', '')
+        failing.append(ids[7])
+    target = targets(kind, 'refail')
+    s1, _ = run(target, write_source(source_kind, tmp_path, 'v1', docs))
+    assert (s1['read'], s1['written']) == (12, 12)
+    before = target.tables()
+
+    # resume reads only the changed documents; all fail, none is written: exit 4
+    s2, _ = run(target, write_source(source_kind, tmp_path, 'v1', new), create=False, expect=4)
+    assert (s2['read'], s2['written'], s2['dead']) == (len(failing), 0, len(failing)), s2
+    fresh = targets(kind, 'refail_fresh')
+    run(fresh, write_source(source_kind, tmp_path, 'v2', new))
+    assert target.tables() == fresh.tables()
+    assert target.tables() != before
+    for a in failing:
+        assert target.rows(f'SELECT COUNT(*) FROM {target.t("app_base")} WHERE app_id = ?', (a,)) == [(0,)], a
+        assert target.rows(f'SELECT status FROM {target.t("processing_log")} WHERE app_id = ?', (a,)) \
+            in ([('failed',)], []), a
+
+
 # ------------------------------------------------------------------------------------------------ point 3
 
 @pytest.mark.parametrize('kind', KINDS)

@@ -8,7 +8,7 @@ from apache_beam.metrics import Metrics
 
 from transforms.records import Outcome
 from transforms.sink.bundle import METRICS_NAMESPACE, _ConnPerBundleFn
-from transforms.sink.owned import _ids_sql
+from transforms.sink.owned import REPLACING, _delete_owned, _ids_sql, _owned_rows_templates
 from transforms.sink.writer import _norm
 from transforms.sql.dialects import get_dialect
 from transforms.sql.ledger import doc_key
@@ -101,15 +101,17 @@ def _outcome_and_hash(item):
 
 
 class _WriteLedgerFn(_ConnPerBundleFn):
-    def __init__(self, target_url, schema, session_id, dialect=None, retry=RetryPolicy()):
+    def __init__(self, target_url, schema, session_id, dialect=None, retry=RetryPolicy(), owned=None):
         super().__init__(target_url, dialect, retry)
         self.schema = schema
+        self.owned = owned          # (metas, tiers) of the written tables: a failed re-migration loses its rows
         self.session_id = None if session_id is None else str(session_id)[:50]
         self.c_rows = Metrics.counter(METRICS_NAMESPACE, 'ledger_rows_written')
         self.c_noid = Metrics.counter(METRICS_NAMESPACE, 'ledger_outcomes_without_app_id')
         self.c_rejected = Metrics.counter(METRICS_NAMESPACE, 'ledger_rows_rejected')
         self.c_cleared = Metrics.counter(METRICS_NAMESPACE, 'dead_letters_cleared')
         self.c_changed = Metrics.counter('migration', 'docs_changed')
+        self.c_stale = Metrics.counter(METRICS_NAMESPACE, 'rows_removed_of_failed_remigrations')
 
     def setup(self):
         super().setup()
@@ -128,6 +130,8 @@ class _WriteLedgerFn(_ConnPerBundleFn):
             self.dl_keyed = dl.column('doc_key') is not None
         except Exception:
             self.dl_keyed = False
+        self.templates = _owned_rows_templates(*self.owned, d) if self.owned else []
+        self.has_session = 'session_id' in self.cols
         self.tbl = d.qualify('processing_log', self.view.schema)
         self.dl_tbl = d.qualify('dead_letter', self.view.schema)
 
@@ -135,18 +139,29 @@ class _WriteLedgerFn(_ConnPerBundleFn):
         """One batch of ledger rows: note which were 'success' with another content hash (changed documents),
         upsert them on app_id, and clear the dead letters of the documents that now succeeded."""
         changed = 0
-        if 'content_hash' in self.cols:
-            prior = {}
+        prior = {}
+        if 'content_hash' in self.cols or self.templates:
             ids = [r['app_id'] for r in part]
+            hash_col = d.quote('content_hash') if 'content_hash' in self.cols else 'NULL'
+            session_col = d.quote('session_id') if self.has_session else 'NULL'
             for i in range(0, len(ids), 500):
                 chunk = ids[i:i + 500]
-                cur.execute(f'SELECT {d.quote("app_id")}, {d.quote("status")}, {d.quote("content_hash")} '
+                cur.execute(f'SELECT {d.quote("app_id")}, {d.quote("status")}, {hash_col}, {session_col} '
                             f'FROM {self.tbl} WHERE {d.quote("app_id")} {_ids_sql(len(chunk))}', chunk)
-                prior.update({_norm(r[0]): (r[1], r[2]) for r in cur.fetchall()})
+                prior.update({_norm(r[0]): (r[1], r[2], r[3]) for r in cur.fetchall()})
             for r in part:
-                st, h = prior.get(r['app_id'], (None, None))
-                if st == 'success' and h and r['content_hash'] and h != r['content_hash']:
+                st, h, _ = prior.get(r['app_id'], (None, None, None))
+                if r['status'] == 'success' and st == 'success' and h and r['content_hash'] \
+                        and h != r['content_hash']:
                     changed += 1
+        # A document migrated by an earlier run whose new version failed (validation, parse, mapping, sink)
+        # defines no rows now: its old rows go too (children first), in this transaction, so the target holds
+        # only what the source's current documents map to. Rows written in this session are left alone: they
+        # belong to another document of this run with the same app_id (the dedupe stage dead-letters the copy).
+        stale = [r['app_id'] for r in part if r['status'] != 'success' and isinstance(r['app_id'], int)
+                 and prior.get(r['app_id'], (None,))[0] in ('success', REPLACING)
+                 and not (self.has_session and prior[r['app_id']][2] == self.session_id)]
+        removed = _delete_owned(cur, self.templates, stale) if stale and self.templates else 0
         d.upsert(cur, self.view, self.cols, [tuple(r[c] for c in self.cols) for r in part], owner_check=False)
         cleared = 0
         keys = [r['_doc_key'] for r in part if r['status'] == 'success']
@@ -155,7 +170,7 @@ class _WriteLedgerFn(_ConnPerBundleFn):
                 chunk = keys[i:i + 500]
                 cur.execute(f'DELETE FROM {self.dl_tbl} WHERE {d.quote("doc_key")} {_ids_sql(len(chunk))}', chunk)
                 cleared += max(cur.rowcount or 0, 0)
-        return changed, cleared
+        return changed, cleared, removed
 
     def process(self, batch):
         latest: Dict[Any, Tuple[Outcome, Optional[str]]] = {}
@@ -184,6 +199,7 @@ class _WriteLedgerFn(_ConnPerBundleFn):
                 n += len(part)
                 self.c_changed.inc(res[0])
                 self.c_cleared.inc(res[1])
+                self.c_stale.inc(res[2])
             else:
                 # The outcome stands (it was counted); only its ledger row is missing, so a resumed run
                 # processes the document again.
@@ -198,15 +214,19 @@ class WriteLedger(beam.PTransform):
     unique app_id (concurrent runs of one job cannot duplicate it), with the content hash of the version that was
     processed; documents that succeeded lose their dead_letter row. Outcomes without app_id are counted (metric
     ledger_outcomes_without_app_id), not written. Counts documents whose content changed since their last
-    success (migration/docs_changed). Output: PCollection[int] (rows per batch)."""
+    success (migration/docs_changed). With `owned` = (metas, tiers) of the tables the run writes, a document
+    that an earlier run migrated and whose new version failed loses its old rows (children first) in the same
+    transaction as its failed ledger row. Output: PCollection[int] (rows per batch)."""
 
-    def __init__(self, target_url, schema=None, session_id=None, batch_size=500, dialect=None):
+    def __init__(self, target_url, schema=None, session_id=None, batch_size=500, dialect=None, owned=None):
         super().__init__()
         self.args = (target_url, schema, session_id, dialect)
         self.batch_size = batch_size
+        self.owned = owned
 
     def expand(self, outcomes):
         url, schema, session, dialect = self.args
         return (outcomes
                 | 'BatchOutcomes' >> beam.BatchElements(min_batch_size=1, max_batch_size=self.batch_size)
-                | 'WriteProcessingLog' >> beam.ParDo(_WriteLedgerFn(url, schema, session, dialect)))
+                | 'WriteProcessingLog' >> beam.ParDo(_WriteLedgerFn(url, schema, session, dialect,
+                                                                    owned=self.owned)))
