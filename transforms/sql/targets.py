@@ -208,9 +208,6 @@ class Target:
             what = 'connection failed'
         return f'{what} ({state or "?"}): {clean}'
 
-    def make_connect(self):
-        return self.connect
-
 
 def parse_target(url: str, dialect: Optional[str] = None) -> Target:
     if not isinstance(url, str) or not url.strip():
