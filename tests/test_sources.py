@@ -112,7 +112,7 @@ def test_a_view_is_a_table_source(source_db, tmp_path):
     src = TableSource(spec, ReadOptions(resume=False))
     odd = [i for i in ids if i % 2 == 1]
     assert src.expected == len(odd)
-    with BeamTestPipeline(runner=FnApiRunner()) as p:
+    with beam_test_pipeline() as p:
         assert_that((p | src.read()).docs | beam.Map(lambda d: d.app_id), equal_to(odd))
     with pytest.raises(SourceError, match="no XML column 'xml'.*its columns: app_id, doc"):
         TableSource(spec._replace(column='xml'), ReadOptions())
