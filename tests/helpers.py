@@ -1,7 +1,10 @@
 """Shared by the tests: the SUMMARY line, the sample contract's tables, and the Beam test pipeline."""
+import json
 import os
 import re
 import shlex
+
+import pytest
 
 # The one line every run ends with (pipeline/summary.py: Summary.line).
 SUMMARY = re.compile(r'^SUMMARY read=(\d+) written=(\d+) dead_lettered=(\d+) rows=(\d+) docs_per_min=([\d.]+) '
@@ -65,3 +68,61 @@ def beam_test_pipeline():
     from pipeline.orchestrate import make_runner
     opts = PipelineOptions(shlex.split(os.environ.get('XMLSQL_TEST_BEAM_OPTIONS', '')))
     return TestPipeline(runner=make_runner(opts), options=opts)
+
+
+SAMPLE_SPEC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'contracts', 'samples',
+                           'credit_app_tables.json')
+
+
+def time_default_columns():
+    """Columns the database fills with the current time: they differ between any two runs."""
+    spec = json.load(open(SAMPLE_SPEC))['tables']
+    return {(t, c['name']) for t, d in spec.items() for c in d['columns']
+            if str(c.get('default') or '').upper().strip('()') in ('GETUTCDATE', 'GETDATE', 'SYSUTCDATETIME')}
+
+
+def comparable(v):
+    """One spelling per value across drivers (sqlite3 keeps what was bound; pyodbc gives typed values)."""
+    if v is None:
+        return None
+    if hasattr(v, 'isoformat'):
+        return v.isoformat(sep=' ') if hasattr(v, 'hour') else v.isoformat()
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    s = str(v)
+    return s[:-3] if re.fullmatch(r'-?\d+\.00', s) else s
+
+
+def migration_contents(target):
+    """Every row of the sample contract's tables (time-default columns left out) and processing_log's
+    (app_id, status, stage, content_hash) of a target (`connect()`, `t(table)`): two targets that compare equal
+    hold the same migration."""
+    skip = time_default_columns()
+    out = {}
+    conn = target.connect()
+    try:
+        for table in SAMPLE_TABLES:
+            cur = conn.execute(f'SELECT * FROM {target.t(table)}')
+            names = [d[0] for d in cur.description]
+            keep = [i for i, n in enumerate(names) if (table, n) not in skip]
+            out[table] = sorted(tuple(comparable(r[i]) for i in keep) for r in cur.fetchall())
+        out['processing_log'] = sorted(tuple(map(comparable, r)) for r in conn.execute(
+            f'SELECT app_id, status, stage, content_hash FROM {target.t("processing_log")}').fetchall())
+    finally:
+        conn.close()
+    return out
+
+
+def targets_fixture(cls):
+    """A `targets` fixture: targets(kind, name) makes a cls(kind, tmp_path, name); each is dropped afterwards."""
+    @pytest.fixture
+    def targets(tmp_path):
+        made = []
+
+        def make(kind, name):
+            made.append(cls(kind, tmp_path, name))
+            return made[-1]
+        yield make
+        for t in made:
+            t.drop()
+    return targets

@@ -10,6 +10,8 @@ import uuid
 
 import pytest
 
+from helpers import targets_fixture
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(ROOT, 'contracts', 'samples')
 PG = os.environ.get('XMLSQL_TEST_PG')
@@ -147,13 +149,4 @@ class Target:
                 conn.close()
 
 
-@pytest.fixture
-def targets(tmp_path):
-    made = []
-
-    def make(kind, name):
-        made.append(Target(kind, tmp_path, name))
-        return made[-1]
-    yield make
-    for t in made:
-        t.drop()
+targets = targets_fixture(Target)

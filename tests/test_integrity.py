@@ -20,7 +20,7 @@ import uuid
 import apache_beam as beam
 import pytest
 
-from helpers import SAMPLE_TABLES, changed_count, summary_counts
+from helpers import changed_count, migration_contents, summary_counts, targets_fixture
 from contracts.samples.generate import generate_documents, write_sqlite_source, write_xml_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,13 +30,6 @@ NEED_PG = pytest.mark.skipif(not PG, reason='XMLSQL_TEST_PG is not set: no Postg
 KINDS = ['sqlite', pytest.param('pg', marks=[NEED_PG, pytest.mark.postgres])]
 HUGE = '12345678901234567890'       # 20 digits: more than any 64-bit integer column (and than the drivers) holds
 PG_INT_OVERFLOW = '3000000000'      # more than a PostgreSQL / SQL Server int holds
-
-
-def time_default_columns():
-    """Columns the database fills with the current time: they differ between any two runs."""
-    spec = json.load(open(SPEC))['tables']
-    return {(t, c['name']) for t, d in spec.items() for c in d['columns']
-            if str(c.get('default') or '').upper().strip('()') in ('GETUTCDATE', 'GETDATE', 'SYSUTCDATETIME')}
 
 
 class Target:
@@ -73,50 +66,14 @@ class Target:
             conn.close()
 
     def tables(self):
-        """Every row of every table the contract writes, as comparable text (time-default columns left out),
-        and processing_log's (app_id, status, stage, content_hash)."""
-        skip = time_default_columns()
-        out = {}
-        conn = self.connect()
-        try:
-            for table in SAMPLE_TABLES:
-                cur = conn.execute(f'SELECT * FROM {self.t(table)}')
-                names = [d[0] for d in cur.description]
-                keep = [i for i, n in enumerate(names) if (table, n) not in skip]
-                out[table] = sorted(tuple(_text(r[i]) for i in keep) for r in cur.fetchall())
-            out['processing_log'] = sorted(tuple(map(_text, r)) for r in conn.execute(
-                f'SELECT app_id, status, stage, content_hash FROM {self.t("processing_log")}').fetchall())
-        finally:
-            conn.close()
-        return out
+        return migration_contents(self)
 
     def drop(self):
         if self.kind == 'pg':
             self._pg().execute(f'DROP SCHEMA IF EXISTS {self.schema} CASCADE').close()
 
 
-def _text(v):
-    """One spelling per value across drivers (sqlite3 keeps what was bound; pyodbc gives typed values)."""
-    if v is None:
-        return None
-    if hasattr(v, 'isoformat'):
-        return v.isoformat(sep=' ') if hasattr(v, 'hour') else v.isoformat()
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    s = str(v)
-    return s[:-3] if re.fullmatch(r'-?\d+\.00', s) else s
-
-
-@pytest.fixture
-def targets(tmp_path):
-    made = []
-
-    def make(kind, name):
-        made.append(Target(kind, tmp_path, name))
-        return made[-1]
-    yield make
-    for t in made:
-        t.drop()
+targets = targets_fixture(Target)
 
 
 def pipeline(*args, timeout=600):

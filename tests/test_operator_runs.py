@@ -17,49 +17,15 @@ import sqlite3
 import pytest
 
 from contracts.samples.generate import generate_documents
-from helpers import SAMPLE_TABLES, SUMMARY, summary_counts
-from operator_helpers import KINDS, SAMPLES, error_lines, pg_connect, pipeline, targets  # noqa: F401
+from helpers import SUMMARY, migration_contents, summary_counts
+from operator_helpers import KINDS, error_lines, pg_connect, pipeline, targets  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
 HUGE = '12345678901234567890'       # a con_id no integer column holds: the document fails at the sink
 
 
-def time_default_columns():
-    spec = json.load(open(os.path.join(SAMPLES, 'credit_app_tables.json')))['tables']
-    return {(t, c['name']) for t, d in spec.items() for c in d['columns']
-            if str(c.get('default') or '').upper().strip('()') in ('GETUTCDATE', 'GETDATE', 'SYSUTCDATETIME')}
-
-
-def _text(v):
-    """One spelling per value across drivers."""
-    if v is None:
-        return None
-    if hasattr(v, 'isoformat'):
-        return v.isoformat(sep=' ') if hasattr(v, 'hour') else v.isoformat()
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    s = str(v)
-    return s[:-3] if re.fullmatch(r'-?\d+\.00', s) else s
-
-
-def contents(target):
-    """Every row of the contract's tables (time-default columns left out) and processing_log's
-    (app_id, status, stage, content_hash): two targets that compare equal hold the same migration."""
-    skip = time_default_columns()
-    out = {}
-    conn = target.connect()
-    try:
-        for table in SAMPLE_TABLES:
-            cur = conn.execute(f'SELECT * FROM {target.t(table)}')
-            names = [d[0] for d in cur.description]
-            keep = [i for i, n in enumerate(names) if (table, n) not in skip]
-            out[table] = sorted(tuple(_text(r[i]) for i in keep) for r in cur.fetchall())
-        out['processing_log'] = sorted(tuple(map(_text, r)) for r in conn.execute(
-            f'SELECT app_id, status, stage, content_hash FROM {target.t("processing_log")}').fetchall())
-    finally:
-        conn.close()
-    return out
+contents = migration_contents
 
 
 def poison(xml):
@@ -351,6 +317,6 @@ def test_progress_inside_one_chunk_counts_skipped_and_the_summary_agrees_with_th
     by_stage = summary['dead_lettered_by_stage']
     assert sum(by_stage.values()) == summary['dead_lettered'] == read - summary['written']
     assert set(by_stage) >= {'validation', 'sink'}, by_stage
-    ledger_by_stage = dict(t.rows(f'SELECT stage, COUNT(*) FROM processing_log WHERE status = ? AND session_id = ? '
+    ledger_by_stage = dict(t.rows('SELECT stage, COUNT(*) FROM processing_log WHERE status = ? AND session_id = ? '
                                   'GROUP BY stage', ('failed', summary['session_id'])))
     assert ledger_by_stage == by_stage

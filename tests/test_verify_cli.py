@@ -20,6 +20,7 @@ import re
 import pytest
 
 from contracts.samples.generate import generate_documents, write_xml_folder
+from helpers import targets_fixture
 from pipeline.verify import compare_rows, literal_default, normalizer
 from test_integrity import NEED_PG, ROOT, Target, pipeline, sqlite_source
 from transforms.sql.meta import ColumnMeta, TableMeta
@@ -30,16 +31,7 @@ needs_cc = pytest.mark.skipif(not os.path.isdir(CC), reason=f'the existing syste
                                                             '(<repo>/../shared/seed-corpus/cc): skipped')
 
 
-@pytest.fixture
-def targets(tmp_path):
-    made = []
-
-    def make(kind, name):
-        made.append(Target(kind, tmp_path, name))
-        return made[-1]
-    yield make
-    for t in made:
-        t.drop()
+targets = targets_fixture(Target)
 
 
 def execute(target, sql, params=()):
