@@ -16,4 +16,15 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    code = main()
+    from pipeline.orchestrate import StopOnSignals
+    if StopOnSignals.received_any is not None:
+        # as pipeline/__main__.py: an interrupted shard leaves at once after its reports (a runner thread cut
+        # short by the signal may keep the interpreter waiting at exit, and the launcher with it)
+        import logging
+        import os
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

@@ -8,7 +8,7 @@ from apache_beam.metrics import Metrics
 
 from transforms.records import Outcome
 from transforms.sink.bundle import METRICS_NAMESPACE, _ConnPerBundleFn
-from transforms.sink.owned import REPLACING, _delete_owned, _ids_sql, _owned_rows_templates
+from transforms.sink.owned import _delete_owned, _ids_sql, _owned_rows_templates
 from transforms.sink.writer import _norm
 from transforms.sql.dialects import get_dialect
 from transforms.sql.ledger import doc_key
@@ -154,14 +154,13 @@ class _WriteLedgerFn(_ConnPerBundleFn):
                 if r['status'] == 'success' and st == 'success' and h and r['content_hash'] \
                         and h != r['content_hash']:
                     changed += 1
-        # A document migrated by an earlier run whose new version failed (validation, parse, mapping, sink)
-        # defines no rows now: its old rows go too (children first), in this transaction, so the target holds
-        # only what the source's current documents map to. Rows written in this session are left alone: they
-        # belong to another document of this run with the same app_id (the dedupe stage dead-letters the copy).
+        # A document migrated by an earlier run (its row says success, written by another session) whose new
+        # version failed defines no rows now: its old rows are deleted after this transaction commits the failed
+        # row (process(), children first), so that a stop in between leaves it failed, to be retried, never
+        # 'success' without rows. A 'replacing' row is left alone: this run is rewriting that document.
         stale = [r['app_id'] for r in part if r['status'] != 'success' and isinstance(r['app_id'], int)
-                 and prior.get(r['app_id'], (None,))[0] in ('success', REPLACING)
+                 and prior.get(r['app_id'], (None,))[0] == 'success'
                  and not (self.has_session and prior[r['app_id']][2] == self.session_id)]
-        removed = _delete_owned(cur, self.templates, stale) if stale and self.templates else 0
         d.upsert(cur, self.view, self.cols, [tuple(r[c] for c in self.cols) for r in part], owner_check=False)
         cleared = 0
         keys = [r['_doc_key'] for r in part if r['status'] == 'success']
@@ -170,7 +169,7 @@ class _WriteLedgerFn(_ConnPerBundleFn):
                 chunk = keys[i:i + 500]
                 cur.execute(f'DELETE FROM {self.dl_tbl} WHERE {d.quote("doc_key")} {_ids_sql(len(chunk))}', chunk)
                 cleared += max(cur.rowcount or 0, 0)
-        return changed, cleared, removed
+        return changed, cleared, stale
 
     def process(self, batch):
         latest: Dict[Any, Tuple[Outcome, Optional[str]]] = {}
@@ -193,18 +192,26 @@ class _WriteLedgerFn(_ConnPerBundleFn):
             rows.append({'app_id': app_id, 'status': o.status, 'stage': o.stage,
                          'failure_reason': (o.reason or None) and str(o.reason)[:500], 'session_id': self.session_id,
                          'processing_time': now, 'content_hash': h, '_doc_key': doc_key(o.source)})
-        n = 0
+        n, stale = 0, []
         for part, res, err in w.isolate(rows, lambda cur, part: self._tx(d, cur, part), label='processing_log: '):
             if err is None:
                 n += len(part)
                 self.c_changed.inc(res[0])
                 self.c_cleared.inc(res[1])
-                self.c_stale.inc(res[2])
+                stale.extend(res[2])
             else:
                 # The outcome stands (it was counted); only its ledger row is missing, so a resumed run
                 # processes the document again.
                 self.c_rejected.inc()
                 log.warning('processing_log row of app_id %s rejected by the target: %s', part[0]['app_id'], err)
+        if stale and self.templates:
+            remove = lambda cur, part: _delete_owned(cur, self.templates, part)      # noqa: E731
+            for part, removed, err in w.isolate(sorted(stale), remove,
+                                                label='removing the rows of a failed re-migration: '):
+                if err is None:
+                    self.c_stale.inc(removed or 0)
+                else:       # e.g. a foreign key from a table the contract does not write: the ledger says failed
+                    log.warning('the earlier rows of failed app_id %s could not be removed: %s', part[0], err)
         self.c_rows.inc(n)
         yield n
 
