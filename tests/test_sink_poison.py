@@ -218,6 +218,35 @@ def test_poison_ledger_row_is_rejected_alone(db):
     assert db.rows(f"SELECT source FROM {db.q('dead_letter')}") == [('s13',)]
 
 
+def test_a_failed_remigration_loses_its_old_rows_but_never_a_document_this_run_rewrites(db):
+    """Failed outcomes of documents migrated before: app 1 (success, an earlier session) loses its rows; app 2
+    (being replaced by this run: 'replacing') and app 3 (written by this session) keep theirs - before, a
+    'replacing' row still named the earlier session and a failing duplicate deleted what this run had just
+    rewritten; app 4's rows cannot be deleted (a foreign key from a table the contract does not write): its
+    failed ledger row is written all the same - before, the refused DELETE made the ledger row itself be
+    rejected, so processing_log kept saying success."""
+    db.create()
+    notes_table(db)
+    run_write(db, [mapped(a, 8000 + a) for a in (1, 2, 3, 4, 5)])
+    execute(db, f"INSERT INTO {db.q('app_notes')} (note_id, app_id) VALUES (1, 4)")       # app 4 is pinned
+    for a, status, session in ((1, 'success', 'old'), (2, 'replacing', 'old'), (3, 'success', 'now'),
+                               (4, 'success', 'old'), (5, 'success', 'old')):
+        execute(db, f"INSERT INTO {db.q('processing_log')} (app_id, status, session_id) "
+                    f"VALUES ({a}, '{status}', '{session}')")
+    outcomes = [Outcome(f's{a}', a, 'failed', 'mapping', 'bad key', 0) for a in (1, 2, 3, 4)]
+    p = beam_test_pipeline()
+    p | beam.Create(outcomes) | WriteLedger(db.url, db.schema, session_id='now', batch_size=50,
+                                             owned=(db.metas, fk_tiers(db.metas, TABLES)))
+    result = p.run()
+    result.wait_until_finish()
+    assert db.rows(f"SELECT app_id, status FROM {db.q('processing_log')} ORDER BY app_id") == \
+        [(1, 'failed'), (2, 'failed'), (3, 'failed'), (4, 'failed'), (5, 'success')]
+    kept = {t: sorted({r[0] for r in db.rows(f"SELECT app_id FROM {db.q(t)}")}) for t in ('app_base',
+                                                                                          'app_contact_base')}
+    assert kept == {'app_base': [2, 3, 4, 5], 'app_contact_base': [2, 3, 4, 5]}
+    assert counter(result, 'ledger_rows_rejected') == 0
+
+
 def test_poison_dead_letters_keep_the_others_and_lose_only_what_cannot_be_stored(db):
     db.create()
     reject_rows(db, 'dead_letter', "(source = 'reject.xml')", 'ck_poison_source')
