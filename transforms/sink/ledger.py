@@ -222,8 +222,8 @@ class WriteLedger(beam.PTransform):
     processed; documents that succeeded lose their dead_letter row. Outcomes without app_id are counted (metric
     ledger_outcomes_without_app_id), not written. Counts documents whose content changed since their last
     success (migration/docs_changed). With `owned` = (metas, tiers) of the tables the run writes, a document
-    that an earlier run migrated and whose new version failed loses its old rows (children first) in the same
-    transaction as its failed ledger row. Output: PCollection[int] (rows per batch)."""
+    that an earlier run migrated (success, another session) and whose new version failed loses its old rows
+    (children first) right after its failed ledger row is committed. Output: PCollection[int] (rows per batch)."""
 
     def __init__(self, target_url, schema=None, session_id=None, batch_size=500, dialect=None, owned=None):
         super().__init__()
