@@ -26,6 +26,7 @@ from apache_beam.transforms.error_handling import CollectingErrorHandler
 
 from pipeline.config import ConfigError, RunConfig
 from transforms.sql.dialects import parse_type
+from transforms.sql.meta import owner_link
 
 log = logging.getLogger('pipeline')
 IDS_PER_QUERY = 200
@@ -259,22 +260,19 @@ def owned_rows_selects(d, metas, tiers):
     out = []
     for tier in tiers:
         for t in tier:
-            m = metas[t]
+            m, link = metas[t], owner_link(metas, t)
             q = d.qualify(m.name, m.schema)
             cols = ', '.join(f'c.{d.quote(c.name)}' for c in m.columns if not c.computed)
-            if m.column('app_id') is not None:
+            if link is None:
+                continue
+            if link.parent is None:
                 out.append((t, f'SELECT {cols}, c.{d.quote("app_id")} AS "_owner" FROM {q} c WHERE '
                                f'c.{d.quote("app_id")} IN ({{ids}})', '_owner'))
-                continue
-            for fk in m.foreign_keys:
-                parent = metas.get(fk.references) or next(
-                    (pm for pn, pm in metas.items() if pn.lower() == fk.references.lower()), None)
-                if parent is not None and parent.column('app_id') is not None and len(fk.columns) == 1:
-                    pq = d.qualify(parent.name, parent.schema)
-                    out.append((t, f'SELECT {cols}, p.{d.quote("app_id")} AS "_owner" FROM {q} c JOIN {pq} p ON '
-                                   f'c.{d.quote(fk.columns[0])} = p.{d.quote(fk.ref_columns[0])} WHERE '
-                                   f'p.{d.quote("app_id")} IN ({{ids}})', '_owner'))
-                    break
+            else:
+                pq = d.qualify(link.parent.name, link.parent.schema)
+                out.append((t, f'SELECT {cols}, p.{d.quote("app_id")} AS "_owner" FROM {q} c JOIN {pq} p ON '
+                               f'c.{d.quote(link.column)} = p.{d.quote(link.parent_column)} WHERE '
+                               f'p.{d.quote("app_id")} IN ({{ids}})', '_owner'))
     return out
 
 

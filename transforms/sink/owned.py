@@ -10,7 +10,7 @@ from transforms.records import MappedDoc, Outcome
 from transforms.sink.bundle import FAILED_TAG, METRICS_NAMESPACE, _ConnPerBundleFn
 from transforms.sink.writer import _norm
 from transforms.sql.dialects import get_dialect
-from transforms.sql.meta import TableMeta
+from transforms.sql.meta import TableMeta, owner_link
 from transforms.sql.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -29,22 +29,17 @@ def _owned_rows_templates(metas: Dict[str, TableMeta], tiers: Sequence[Sequence[
     plan = []
     for tier in reversed([list(t) for t in tiers]):
         for t in reversed(tier):
-            m = metas[t]
+            m, link = metas[t], owner_link(metas, t)
             q = d.qualify(m.name, m.schema)
-            if m.column('app_id') is not None:
-                plan.append((t, f'DELETE FROM {q} WHERE {d.quote("app_id")} {IDS}'))
-                continue
-            for fk in m.foreign_keys:
-                parent = metas.get(fk.references) or next(
-                    (pm for pn, pm in metas.items() if pn.lower() == fk.references.lower()), None)
-                if parent is not None and parent.column('app_id') is not None and len(fk.columns) == 1:
-                    pq = d.qualify(parent.name, parent.schema)
-                    plan.append((t, f'DELETE FROM {q} WHERE {d.quote(fk.columns[0])} IN (SELECT '
-                                    f'{d.quote(fk.ref_columns[0])} FROM {pq} WHERE {d.quote("app_id")} {IDS})'))
-                    break
-            else:
+            if link is None:
                 log.warning('rows of failed or re-migrated documents cannot be removed from %s: no app_id column and '
                             'no single-column FK to a table with one', t)
+            elif link.parent is None:
+                plan.append((t, f'DELETE FROM {q} WHERE {d.quote("app_id")} {IDS}'))
+            else:
+                pq = d.qualify(link.parent.name, link.parent.schema)
+                plan.append((t, f'DELETE FROM {q} WHERE {d.quote(link.column)} IN (SELECT '
+                                f'{d.quote(link.parent_column)} FROM {pq} WHERE {d.quote("app_id")} {IDS})'))
     return plan
 
 

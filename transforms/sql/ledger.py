@@ -2,6 +2,7 @@
 content hash (a document whose hash changed is migrated again)."""
 import hashlib
 
+from transforms.sql.meta import owner_link
 from transforms.sql.targets import parse_target
 
 
@@ -88,20 +89,17 @@ def _committed_rows_sql(d, metas, tiers, done_ids_sql):
     out = []
     for tier in tiers:
         for t in tier:
-            m = metas[t]
+            m, link = metas[t], owner_link(metas, t)
             q = d.qualify(m.name, m.schema)
-            if m.column('app_id') is not None:
-                out.append((t, f'SELECT COUNT(*) FROM {q} WHERE {d.quote("app_id")} IN ({done_ids_sql})'))
+            if link is None:
                 continue
-            for fk in m.foreign_keys:
-                parent = metas.get(fk.references) or next(
-                    (pm for pn, pm in metas.items() if pn.lower() == fk.references.lower()), None)
-                if parent is not None and parent.column('app_id') is not None and len(fk.columns) == 1:
-                    pq = d.qualify(parent.name, parent.schema)
-                    out.append((t, f'SELECT COUNT(*) FROM {q} WHERE {d.quote(fk.columns[0])} IN (SELECT '
-                                   f'{d.quote(fk.ref_columns[0])} FROM {pq} WHERE {d.quote("app_id")} IN '
-                                   f'({done_ids_sql}))'))
-                    break
+            if link.parent is None:
+                out.append((t, f'SELECT COUNT(*) FROM {q} WHERE {d.quote("app_id")} IN ({done_ids_sql})'))
+            else:
+                pq = d.qualify(link.parent.name, link.parent.schema)
+                out.append((t, f'SELECT COUNT(*) FROM {q} WHERE {d.quote(link.column)} IN (SELECT '
+                               f'{d.quote(link.parent_column)} FROM {pq} WHERE {d.quote("app_id")} IN '
+                               f'({done_ids_sql}))'))
     return out
 
 

@@ -113,6 +113,29 @@ def reference_tables(path_or_dict) -> List[str]:
         return list(json.load(f).get('reference_tables') or [])
 
 
+class OwnerLink(NamedTuple):
+    """How a written table's rows are tied to their document's app_id: its own `app_id` column (parent None), or
+    `column`, a single-column foreign key to `parent_column` of `parent`, a table that has app_id."""
+    column: str
+    parent: Optional['TableMeta'] = None
+    parent_column: Optional[str] = None
+
+
+def owner_link(metas: Mapping[str, TableMeta], table: str) -> Optional[OwnerLink]:
+    """The OwnerLink of `table` among the written tables `metas`, or None when it has neither an app_id column nor
+    a single-column FK to a table that has one. The one rule the sink's clean-up, the interrupted-run counts and
+    verify share to find a document's rows."""
+    m = metas[table]
+    if m.column('app_id') is not None:
+        return OwnerLink('app_id')
+    for fk in m.foreign_keys:
+        parent = metas.get(fk.references) or next(
+            (pm for pn, pm in metas.items() if pn.lower() == fk.references.lower()), None)
+        if parent is not None and parent.column('app_id') is not None and len(fk.columns) == 1:
+            return OwnerLink(fk.columns[0], parent, fk.ref_columns[0])
+    return None
+
+
 def fk_tiers(metas: Mapping[str, TableMeta], table_order: Sequence[str]) -> List[List[str]]:
     """Group the written tables (`table_order`, the contract's insertion order) into tiers from the target's
     foreign keys: tier 0 references no other written table; a table's tier is 1 + the highest tier it
