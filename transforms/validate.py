@@ -40,8 +40,8 @@ _BODY_MARKUP = re.compile(rb'<\?|<!\[CDATA\[|<!--')
 def _first_pi(data, start, end=None):
     """Index of the first processing instruction in [start, end) outside comments and CDATA, or -1. Linear."""
     pos, end = start, len(data) if end is None else end
-    if data.find(b'<?', start, end) < 0:
-        return -1              # the common case: one fast search, no walk through comments and CDATA
+    if not _may_hold_pi(data, start, end):
+        return -1              # the common case: a few memchr searches, no walk through comments and CDATA
     while True:
         m = _BODY_MARKUP.search(data, pos, end)
         if m is None:
@@ -55,25 +55,58 @@ def _first_pi(data, start, end=None):
         pos = end_at + 3
 
 
+_FEW_QUESTION_MARKS = 64
+
+
+def _may_hold_pi(data, start, end):
+    """False when no '<?' lies in [start, end). A '?' is rare in documents, and searching one byte is a memchr
+    (several GB/s) where searching the pair stops at every '<' (under 1 GB/s): each '?' is looked at, up to a few
+    dozen, then the pair search decides."""
+    i = data.find(b'?', start + 1, end)
+    for _ in range(_FEW_QUESTION_MARKS):
+        if i < 0:
+            return False
+        if data[i - 1] == 0x3C:            # '<'
+            return True
+        i = data.find(b'?', i + 1, end)
+    return data.find(b'<?', start, end) >= 0
+
+
 def _pi_name(data, at):
     m = re.match(rb'<\?([^\s?>]{0,40})', data[at:at + 45])
     return m.group(1).decode('utf-8', 'replace') if m else ''
 
 
 # An element with more than N attributes has a start tag of at least 5 N characters (' a=""' each), and a tag is
-# never interrupted by '<'. Only such long stretches are examined (attribute by attribute, stopping at N + 1), so an
-# ordinary document costs one C-speed regex scan.
+# never interrupted by '<'. Only such long stretches without '<' are examined (attribute by attribute, stopping at
+# N + 1). They are found without looking at every byte: every stretch of at least S bytes contains a multiple of S,
+# so the stretch around each multiple of S is measured with two memchr searches (find / rfind of '<'), and the next
+# probe starts after the stretch just measured (each byte is searched at most twice).
 _TAG_NAME = re.compile(rb'<[A-Za-z_\x80-\xff][^\s/>]*')
 _ATTRIBUTE = re.compile(rb'''\s+[^\s=<>"'/]+\s*=\s*(?:"[^"]*"|'[^']*')''')
-_LONG_STRETCH = {}
+
+
+def _long_stretches(data, min_len):
+    """Start offsets of every '<' followed by at least `min_len` bytes that are not '<'."""
+    n = len(data)
+    step = max(min_len // 2, 1)
+    q = step
+    while q < n:
+        a = data.rfind(b'<', 0, q + 1)
+        b = data.find(b'<', q + 1)
+        if b < 0:
+            b = n
+        if a >= 0 and b - a - 1 >= min_len:
+            yield a
+        q = max(q + step, (b // step + 1) * step)
 
 
 def _too_many_attributes(data, limit):
-    long_stretch = _LONG_STRETCH.get(limit)
-    if long_stretch is None:
-        long_stretch = _LONG_STRETCH[limit] = re.compile(rb'<[A-Za-z_\x80-\xff][^<]{%d,}' % (5 * limit))
-    for m in long_stretch.finditer(data):
-        pos, count = _TAG_NAME.match(data, m.start()).end(), 0
+    for at in _long_stretches(data, 5 * limit + 1):
+        m = _TAG_NAME.match(data, at)
+        if m is None:
+            continue               # an end tag, a comment, CDATA: not a start tag
+        pos, count = m.end(), 0
         while True:
             a = _ATTRIBUTE.match(data, pos)
             if a is None:
