@@ -150,10 +150,47 @@ def junk_after_root(x):
     return x.rstrip() + '<Provenir/>'
 
 
+def undefined_prefix_in_tail(x):
+    i = x.rindex('</Request>')
+    return x[:i] + '<b:Bureau/>' + x[i:]
+
+
+def undefined_prefix_in_head(x):
+    a = x.index('<application')
+    return x[:a] + '<b:Score/>' + x[a:]
+
+
+def prefix_declared_on_the_root_used_in_tail(x):
+    x = x.replace('<Provenir', '<Provenir xmlns:b="urn:bureau"', 1)
+    i = x.rindex('</Request>')
+    return x[:i] + '<b:Bureau b:score="7">&amp;</b:Bureau>' + x[i:]
+
+
+def prefix_declared_on_the_application_used_in_tail(x):
+    """In scope inside <application> only: the rest of the document must not see it."""
+    x = x.replace('<application', '<application xmlns:b="urn:bureau"', 1)
+    i = x.rindex('</Request>')
+    return x[:i] + '<b:Bureau/>' + x[i:]
+
+
+def default_namespace_inside_tail(x):
+    i = x.rindex('</Request>')
+    return x[:i] + '<Bureau xmlns="urn:b"><Score/></Bureau>' + x[i:]
+
+
+def tail_closes_too_early(x):
+    """An extra end tag right after the application: the rest no longer nests inside the ancestors."""
+    head, tail = _split(x)
+    return head + '</CustData>' + tail
+
+
 MUTATIONS = [second_application, second_application_after_custdata, second_custdata, second_request,
              tail_before_application, end_tag_in_comment, end_tag_in_cdata, nested_application,
              self_closing_application, application_in_tail_comment, mismatched_tag_in_tail, unclosed_tail,
-             stray_ampersand_in_tail, undefined_entity_in_tail, pi_in_tail, deep_tail, junk_after_root]
+             stray_ampersand_in_tail, undefined_entity_in_tail, pi_in_tail, deep_tail, junk_after_root,
+             undefined_prefix_in_tail, undefined_prefix_in_head, prefix_declared_on_the_root_used_in_tail,
+             prefix_declared_on_the_application_used_in_tail, default_namespace_inside_tail,
+             tail_closes_too_early]
 
 
 def test_generated_documents_give_the_same_outcome_in_both_modes():
@@ -172,7 +209,9 @@ def test_mutated_documents_give_the_same_outcome_in_both_modes(mutate):
 
 
 @pytest.mark.parametrize('mutate', [mismatched_tag_in_tail, unclosed_tail, stray_ampersand_in_tail,
-                                    undefined_entity_in_tail, junk_after_root])
+                                    undefined_entity_in_tail, junk_after_root, undefined_prefix_in_tail,
+                                    undefined_prefix_in_head, prefix_declared_on_the_application_used_in_tail,
+                                    tail_closes_too_early])
 def test_a_document_malformed_after_the_application_is_refused(mutate):
     x = next(x for _, x in DOCS if APP_END in x and same(x)[0] == 'ok')
     status, stage, reason = same(mutate(x))
@@ -212,3 +251,22 @@ def test_random_mutation_chains_and_cuts_give_the_same_outcome(i, chain, cut_see
     if cut and x:
         x = x[:random.Random(cut_seed).randrange(len(x))]
     same(x.encode('utf-8'))
+
+
+@pytest.mark.parametrize('mutate', [prefix_declared_on_the_root_used_in_tail, default_namespace_inside_tail])
+def test_namespaces_in_scope_in_the_rest_of_the_document_are_accepted(mutate):
+    """The rest of the document is checked inside the ancestors it stands in, with their namespaces."""
+    x = next(x for _, x in DOCS if APP_END in x and same(x)[0] == 'ok')
+    assert same(mutate(x))[0] == 'ok'
+
+
+def test_a_bad_byte_anywhere_after_the_application_is_refused_with_the_reason_of_a_whole_check():
+    """Every offset of the rest (the first bytes after the stop element's end tag included), same reason in both
+    modes; the line and column are those of the whole document."""
+    x = next(x for _, x in DOCS if APP_END in x and same(x)[0] == 'ok')
+    head, tail = _split(x)
+    for k in sorted({0, 1, 2, 5, len(tail) // 3, len(tail) // 2, len(tail) - 20}):
+        status, stage, reason = same(head + tail[:k] + '<' + tail[k:])
+        assert (status, stage) == ('failed', 'parse'), k
+        line = (head + tail[:k]).count('\n') + 1
+        assert f'at line {line},' in reason, (k, reason)

@@ -134,11 +134,23 @@ def _feed(parser, data, clock):
     return parser.close()
 
 
+def _raise_logged(parser):
+    """A parser that builds no tree (or has not been closed) logs some errors without raising them: an undefined
+    namespace prefix, for one, which a tree parse refuses. Raised here, so that every way of checking a document
+    refuses what a whole tree parse refuses."""
+    errors = parser.error_log.filter_from_errors() or parser.feed_error_log.filter_from_errors()
+    if errors:
+        e = errors[0]
+        raise etree.XMLSyntaxError(e.message, e.type, e.line, e.column, None)
+
+
 def _check_wellformed(data, clock=None, max_depth=256):
     """Raise XMLSyntaxError unless the whole document is well-formed; StageError if it nests deeper than
     max_depth. Builds no tree."""
     target = _NoTree() if max_depth >= 256 else _Depth()
-    _feed(etree.XMLParser(target=target, **PARSER_OPTIONS), data, clock)
+    parser = etree.XMLParser(target=target, **PARSER_OPTIONS)
+    _feed(parser, data, clock)
+    _raise_logged(parser)
     if isinstance(target, _Depth) and target.deepest > max_depth:
         raise StageError(STAGE, f'document nests deeper than {max_depth} levels (--max-depth)')
 
@@ -148,17 +160,26 @@ def _full_parse(data, clock=None):
     return _feed(hardened_parser(), data, clock)
 
 
+_TAIL_PATTERNS = {}
+
+
 def _tail_needs_tree(data, at, steps):
     """True when the bytes after `at` start an element named like the stop element or one of its ancestors:
     something on the way to data the contract reads (a second <application>, <Request>, ...)."""
-    names = b'|'.join(re.escape(s.encode('utf-8')) for s in dict.fromkeys(steps))
-    return re.search(rb'<(?:' + names + rb')[\s/>]', data[at:]) is not None
+    key = tuple(steps)
+    pattern = _TAIL_PATTERNS.get(key)
+    if pattern is None:
+        names = b'|'.join(re.escape(s.encode('utf-8')) for s in dict.fromkeys(steps))
+        pattern = _TAIL_PATTERNS[key] = re.compile(rb'<(?:' + names + rb')[\s/>]')
+    return pattern.search(data, at) is not None
 
 
 def _partial_parse(data, stop_path, clock=None):
-    """(the tree of the bytes up to the end of the first element at `stop_path`, those bytes closed), or
-    (None, None) when the whole document must be a tree: the element is absent (or never closed by a plain end tag), or the rest of the document holds
-    an element that could carry data the contract reads. The document has been checked well-formed."""
+    """(the tree of the bytes up to the end of the first element at `stop_path`, those bytes closed, the offset
+    where the rest of the document starts, the stop element), or (None, None, None, None) when the whole document
+    must be a tree: the element is absent (or never closed by a plain end tag), or the rest of the document holds
+    an element that could carry data the contract reads. Only the head is parsed here: the caller checks the
+    rest (`_check_tail`)."""
     steps = _rel_steps(stop_path)
     tag = steps[-1]
     parser = etree.XMLPullParser(events=('end',), tag=tag, **PARSER_OPTIONS)
@@ -178,17 +199,39 @@ def _partial_parse(data, stop_path, clock=None):
                 anc.append(node.tag)
                 node = node.getparent()
             if anc[::-1] == steps:
+                _raise_logged(parser)
                 if _tail_needs_tree(data, pos, steps):
-                    return None, None
+                    return None, None, None, None
                 root = el
                 while root.getparent() is not None:
                     root = root.getparent()
                 # the head closed: the end tags of the stop element's open ancestors, innermost first
                 closers = ''.join(f'</{t}>' for t in reversed(steps[:-1])).encode('utf-8')
-                return root, data[:pos] + closers
-    return None, None
+                return root, data[:pos] + closers, pos, el
+    return None, None, None, None
 
 
+def _xml_attr(value):
+    return value.replace('&', '&amp;').replace('<', '&lt;').replace('"', '&quot;')
+
+
+def _check_tail(data, at, stop_el, clock, max_depth):
+    """Raise XMLSyntaxError unless the rest of the document, from `at` (just after the stop element's end tag),
+    is well-formed where it stands: inside the stop element's ancestors, with the namespaces in scope there. Fed
+    to a parser that builds nothing, after start tags that re-open those ancestors (their names are the stop
+    path's, plain: a namespaced document never takes the partial path) and declare the namespaces in scope. The
+    head was checked by the parser that built its tree, so head and rest together are the whole document, each byte
+    checked once."""
+    parent = stop_el.getparent()
+    ancestors, node = [], parent
+    while node is not None:
+        ancestors.append(node.tag)
+        node = node.getparent()
+    ancestors.reverse()
+    decls = ''.join(f' xmlns:{p}="{_xml_attr(u)}"' if p else f' xmlns="{_xml_attr(u)}"'
+                    for p, u in parent.nsmap.items())
+    opening = ''.join(f'<{t}{decls if i == 0 else ""}>' for i, t in enumerate(ancestors)).encode('utf-8')
+    _check_wellformed(opening + data[at:], clock, max_depth)
 def _find(root, path):
     """Element at an absolute path (first match), or None. `path` starts with the root's name."""
     steps = _rel_steps(path)
@@ -243,6 +286,22 @@ def _syntax_reason(e):
     return f'not well-formed XML: {name or f"libxml2 error {code}"}{where}'
 
 
+def _tree(data, spec, clock):
+    """(root, head): the tree the contract's mapping reads, every byte of the document checked well-formed once.
+    partial: the head as a tree, the rest checked by a parser that builds nothing (`_check_tail`); full (or a
+    document whose rest may hold data the contract reads): the whole document as a tree."""
+    if spec.mode == 'partial' and spec.stop_after_path:
+        root, head, at, stop_el = _partial_parse(data, spec.stop_after_path, clock)
+        if root is not None:
+            _check_tail(data, at, stop_el, clock, spec.max_depth)
+            if spec.max_depth < 256:
+                _check_wellformed(head, None, spec.max_depth)
+            return root, head
+    if spec.max_depth < 256:
+        _check_wellformed(data, clock, spec.max_depth)
+    return _full_parse(data, clock), None
+
+
 def parse_document(doc: Doc, spec: ParseSpec) -> ParsedDoc:
     data = doc.xml if isinstance(doc.xml, bytes) else str(doc.xml).encode('utf-8')
     budget = spec.max_seconds
@@ -250,14 +309,21 @@ def parse_document(doc: Doc, spec: ParseSpec) -> ParsedDoc:
         budget = max(min(budget, doc.time_left), 1e-6)     # decoding (validation) already spent the rest
     clock = _Clock(budget)
     try:
-        _check_wellformed(data, clock, spec.max_depth)
-        root = head = None
-        if spec.mode == 'partial' and spec.stop_after_path:
-            root, head = _partial_parse(data, spec.stop_after_path, clock)
-        if root is None:
-            root = _full_parse(data, clock)
+        root, head = _tree(data, spec, clock)
     except etree.XMLSyntaxError as e:
-        raise StageError(STAGE, _syntax_reason(_precise_error(e, data)))
+        # One reason for one document whatever the mode and wherever the path failed: the error of a plain
+        # check of the whole document (every failing document pays it; a document that passes it but failed a
+        # part check is a defect of the part checks, and takes the whole tree instead of being refused).
+        try:
+            _check_wellformed(data, None, spec.max_depth)
+        except etree.XMLSyntaxError as whole:
+            raise StageError(STAGE, _syntax_reason(_precise_error(whole, data)))
+        log.warning('partial well-formedness check refused a document the whole check accepts (%s): parsed '
+                    'whole', _syntax_reason(e))
+        try:
+            root, head = _full_parse(data, clock), None
+        except etree.XMLSyntaxError as again:
+            raise StageError(STAGE, _syntax_reason(_precise_error(again, data)))
     if root is None:
         raise StageError(STAGE, 'not well-formed XML: no root element')
     if not isinstance(root.tag, str) or root.tag != spec.root_element:
