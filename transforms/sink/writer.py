@@ -67,6 +67,7 @@ class Writer(RetryingConnection):
         super().__init__(connect, dialect, conn=conn, retry=retry, scrub=scrub, sleep=sleep, what='sink')
         self.check_values = check_values        # False only in tests of the SQL-side isolation
         self._checkers: Dict[str, Dict[str, Callable]] = {}
+        self._plans: Dict[int, Tuple[TableMeta, Dict[Tuple, Tuple]]] = {}
         self.bisections = 0
 
     # ---- isolation
@@ -169,6 +170,31 @@ class Writer(RetryingConnection):
             chk = self._checkers[meta.name] = value_checkers(meta, self.dialect.name) if self.check_values else {}
         return chk
 
+    _PLANS_PER_TABLE = 4096
+
+    def _plan(self, meta, colmap, keys):
+        """(row key, the table's column name, value check or None) for each key of a row: worked out once per set
+        of keys of a table (the rows of one mapping share a few), not once per value."""
+        entry = self._plans.get(id(meta))
+        if entry is None or entry[0] is not meta:            # one table's metadata object, kept alive here
+            entry = self._plans[id(meta)] = (meta, {})
+        plans = entry[1]
+        plan = plans.get(keys)
+        if plan is None:
+            checks = self._value_checks(meta)
+            out = []
+            for k in keys:
+                c = colmap.get(str(k).lower())
+                if c is None:
+                    raise SinkError(f'{meta.name}.{k}: column not found in the target table')
+                if c.computed:
+                    raise SinkError(f'{meta.name}.{k}: is a computed column')
+                out.append((k, c.name, checks.get(c.name)))
+            plan = tuple(out)
+            if len(plans) < self._PLANS_PER_TABLE:
+                plans[keys] = plan
+        return plan
+
     def _prepare(self, meta, colmap, g: RowGroup):
         """Rows as dicts keyed by the table's own column spelling; in-document duplicate keys: last wins
         (what row-by-row upserts would do). A value the live column cannot hold fails the document here, before
@@ -176,21 +202,15 @@ class Writer(RetryingConnection):
         out: Dict[Tuple, Dict[str, Any]] = {}
         nokey = []
         pk = meta.primary_key
-        checks = self._value_checks(meta)
         for row in g.rows:
             r = {}
-            for k, v in row.items():
-                c = colmap.get(str(k).lower())
-                if c is None:
-                    raise SinkError(f'{meta.name}.{k}: column not found in the target table')
-                if c.computed:
-                    raise SinkError(f'{meta.name}.{k}: is a computed column')
-                if v is not None:
-                    chk = checks.get(c.name)
-                    problem = chk(v) if chk is not None else None
+            for k, name, chk in self._plan(meta, colmap, tuple(row)):
+                v = row[k]
+                if v is not None and chk is not None:
+                    problem = chk(v)
                     if problem:
-                        raise _DocError(f'{meta.name}.{c.name}: {problem}')
-                r[c.name] = v
+                        raise _DocError(f'{meta.name}.{name}: {problem}')
+                r[name] = v
             if pk:
                 missing = [p for p in pk if r.get(p) is None]
                 if missing:

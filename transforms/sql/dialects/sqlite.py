@@ -7,6 +7,9 @@ from transforms.sql.dialects.base import (DATA, FATAL, SAFE_IDENTIFIER, TRANSIEN
                                           _TRANSIENT_TEXT, _insert_on_conflict, _int_arg, parse_type)
 from transforms.sql.meta import ColumnMeta, ForeignKey, TableMeta
 
+_AS_IS = frozenset([int, str, float, bytes, type(None)])     # bound by sqlite3 as they are (bool is not int here)
+
+
 class SQLiteDialect(Dialect):
     name = 'sqlite'
     inline_integer_pk = True
@@ -52,6 +55,8 @@ class SQLiteDialect(Dialect):
         return []
 
     def adapt(self, v):
+        if type(v) in _AS_IS:
+            return v
         if isinstance(v, bool):
             return int(v)
         if isinstance(v, datetime.datetime):
