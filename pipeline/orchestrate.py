@@ -154,11 +154,7 @@ def make_runner(options):
         if mode == 'multi_threading':
             raise ConfigError('--direct_running_mode=multi_threading is refused: it lost rows in our tests. '
                               'To use several cores, use --processes N (README: "Runners and cores").')
-        from apache_beam.runners.portability.fn_api_runner import FnApiRunner, worker_handlers
-        # The in-process worker's state cache weighs every value it caches with objsize, a walk of the value and
-        # of every loaded module's globals, for each GroupIntoBatches buffer written: about 8 % of a run's wall
-        # time here (docs/benchmarks.md). Its state already lives in this process's memory: nothing to cache.
-        worker_handlers.STATE_CACHE_SIZE_MB = 0
+        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
         return FnApiRunner()
     return None   # Beam resolves --runner itself
 
