@@ -6,6 +6,7 @@ from typing import Dict, Optional, Sequence
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
+from apache_beam.transforms.window import GlobalWindows
 
 from transforms.records import MappedDoc, Outcome, RowGroup
 from transforms.sink.bundle import FAILED_TAG, METRICS_NAMESPACE, _ConnPerBundleFn, _metas_by_name
@@ -40,7 +41,8 @@ class WriteBatchesFn(_ConnPerBundleFn):
         return self._skip
 
     def process(self, element, failed_before=None):
-        key, groups = element
+        key, parts = element
+        groups = [g for part in parts for g in part]             # micro-batches of RowGroups (_ExplodeFn)
         table = key[0] if isinstance(key, tuple) else key        # (table, shard)
         meta = self.metas.get(table)
         if meta is None:
@@ -65,15 +67,37 @@ class WriteBatchesFn(_ConnPerBundleFn):
             yield TaggedOutput(FAILED_TAG, f)
 
 
-class _ExplodeFn(beam.DoFn):
-    """MappedDoc -> ((table, shard), RowGroup) for the tables of one tier. Documents that failed in an earlier
-    tier (side inputs: lists of (app_id, source, reason), one per earlier tier) are dropped. The side inputs
-    are the barrier: this step starts only when every earlier tier has finished, and only failed ids cross it."""
+MICRO_BATCH = 50      # RowGroups per element into GroupIntoBatches (see _ExplodeFn)
 
-    def __init__(self, tables: Sequence[str], shards: int = 1):
+
+def micro_batch_size(batch_size: int) -> int:
+    return max(1, min(MICRO_BATCH, int(batch_size)))
+
+
+class _ExplodeFn(beam.DoFn):
+    """MappedDoc -> ((table, shard), [RowGroup, ...]) for the tables of one tier: micro-batches of up to
+    `micro` documents' rows of one table, gathered within the bundle. GroupIntoBatches keeps its state element by
+    element (a timer set, a bag append, a count read for each), which cost about as much per element as writing
+    its rows: one element per micro-batch instead of one per document and table. Documents that failed in an
+    earlier tier (side inputs: lists of (app_id, source, reason), one per earlier tier) are dropped. The side
+    inputs are the barrier: this step starts only when every earlier tier has finished, and only failed ids cross
+    it."""
+
+    def __init__(self, tables: Sequence[str], shards: int = 1, micro: int = MICRO_BATCH):
         self.tables, self.shards = tuple(tables), max(1, int(shards))
+        self.micro = max(1, int(micro))
         self.c_skipped = Metrics.counter(METRICS_NAMESPACE, 'sink_docs_skipped_failed_earlier')
         self._src, self._skip = None, frozenset()
+        self._buf = {}
+
+    def start_bundle(self):
+        self._buf = {}
+
+    def finish_bundle(self):
+        buf, self._buf = self._buf, {}
+        for key, groups in buf.items():
+            if groups:
+                yield GlobalWindows.windowed_value_at_end_of_window((key, groups))
 
     def process(self, doc: MappedDoc, *failed_before):
         if failed_before:
@@ -87,7 +111,14 @@ class _ExplodeFn(beam.DoFn):
         for t in self.tables:
             rows = doc.rows.get(t)
             if rows:
-                yield ((t, shard), RowGroup(doc.app_id, doc.source, list(rows)))
+                key = (t, shard)
+                part = self._buf.get(key)
+                if part is None:
+                    part = self._buf[key] = []
+                part.append(RowGroup(doc.app_id, doc.source, list(rows)))
+                if len(part) >= self.micro:
+                    del self._buf[key]
+                    yield key, part
 
 
 class WriteToSql(beam.PTransform):
@@ -138,9 +169,11 @@ class WriteToSql(beam.PTransform):
             changed = rep[CHANGED_TAG]
         for i, tier in enumerate(self.tiers):
             before = [beam.pvalue.AsList(f) for f in early_failed + failed]
-            keyed = (alive | f'ExplodeTier{i}' >> beam.ParDo(_ExplodeFn(tuple(tier), self.shards), *before)
+            micro = micro_batch_size(self.batch_size)
+            keyed = (alive | f'ExplodeTier{i}' >> beam.ParDo(_ExplodeFn(tuple(tier), self.shards, micro), *before)
                      .with_output_types(key_type))
-            batches = keyed | f'BatchTier{i}' >> beam.GroupIntoBatches(self.batch_size)
+            # batches of about batch_size documents: GroupIntoBatches counts micro-batches
+            batches = keyed | f'BatchTier{i}' >> beam.GroupIntoBatches(max(1, self.batch_size // micro))
             fn = WriteBatchesFn(self.target_url, {t: self.metas[t] for t in tier}, self.dialect, self.retry)
             res = batches | f'WriteTier{i}' >> beam.ParDo(fn).with_outputs(FAILED_TAG, main='ok')
             failed.append(res[FAILED_TAG])
