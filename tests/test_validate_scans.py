@@ -69,3 +69,26 @@ def test_a_bomb_at_any_offset_is_found_and_a_long_text_is_not_one():
     many_question_marks = b'<r>' + b'why? ' * 500 + b'<?pi x?></r>'
     assert _may_hold_pi(many_question_marks, 0, len(many_question_marks))
     assert not _may_hold_pi(b'<r>' + b'why? ' * 500 + b'</r>', 0, 2503)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(PIECES, st.integers(1, 400)), max_size=12), st.sampled_from([3, 40, 1023, 1024, 1500]))
+def test_both_ways_of_finding_long_stretches_agree(parts, min_len):
+    """Short stretches are found by one regex scan (probes every min_len / 2 bytes would cost more), long ones by
+    stride probes: each gives what the plain search gives."""
+    from transforms.validate import _stretch_starts
+    data = b''.join(p * k for p, k in parts)
+    assert list(_stretch_starts(data, min_len)) == _oracle_stretches(data, min_len)
+
+
+def test_a_text_over_10_mb_is_refused_at_validation_in_both_modes():
+    from transforms.errors import StageError
+    from transforms.records import Doc
+    from transforms.validate import Limits, validate_document
+    import pytest
+    doc = Doc('d.xml', None, b'<Provenir><a>' + b'y' * 10_000_001 + b'</a></Provenir>')
+    with pytest.raises(StageError) as e:
+        validate_document(doc, Limits(), 'Provenir')
+    assert e.value.stage == 'validation' and '10 MB' in e.value.reason
+    ok = Doc('d.xml', None, b'<Provenir><a>' + b'y' * 9_999_990 + b'</a></Provenir>')
+    assert validate_document(ok, Limits(), 'Provenir').xml

@@ -156,8 +156,13 @@ def _check_wellformed(data, clock=None, max_depth=256):
 
 
 def _full_parse(data, clock=None):
-    """The whole document as a tree."""
-    return _feed(hardened_parser(), data, clock)
+    """The whole document as a tree. An error libxml2 logged is raised even when lxml would let it pass (lxml
+    raises only when the last message is an error: an undefined namespace prefix followed by a warning got
+    through), so that every way of checking a document refuses the same documents."""
+    parser = hardened_parser()
+    root = _feed(parser, data, clock)
+    _raise_logged(parser)
+    return root
 
 
 _TAIL_PATTERNS = {}
@@ -181,6 +186,8 @@ def _partial_parse(data, stop_path, clock=None):
     an element that could carry data the contract reads. Only the head is parsed here: the caller checks the
     rest (`_check_tail`)."""
     steps = _rel_steps(stop_path)
+    if len(steps) < 2:
+        return None, None, None, None       # the stop element is the root: its head is the whole document
     tag = steps[-1]
     parser = etree.XMLPullParser(events=('end',), tag=tag, **PARSER_OPTIONS)
     end_tag = re.compile(rb'</' + re.escape(tag.encode('utf-8')) + rb'\s*>')
@@ -205,8 +212,17 @@ def _partial_parse(data, stop_path, clock=None):
                 root = el
                 while root.getparent() is not None:
                     root = root.getparent()
-                # the head closed: the end tags of the stop element's open ancestors, innermost first
+                # The head closed: the end tags of the stop element's open ancestors, innermost first. They must
+                # close the head exactly: the split point then stands in the content of those ancestors, not in a
+                # comment, CDATA or a nested element (a self-closing stop element reports its end only when the
+                # parser is fed up to a later '</tag>', which may be inside a comment): else the whole tree.
                 closers = ''.join(f'</{t}>' for t in reversed(steps[:-1])).encode('utf-8')
+                try:
+                    parser.feed(closers)
+                    parser.close()
+                except etree.XMLSyntaxError:
+                    return None, None, None, None
+                _raise_logged(parser)
                 return root, data[:pos] + closers, pos, el
     return None, None, None, None
 
@@ -222,16 +238,22 @@ def _check_tail(data, at, stop_el, clock, max_depth):
     path's, plain: a namespaced document never takes the partial path) and declare the namespaces in scope. The
     head was checked by the parser that built its tree, so head and rest together are the whole document, each byte
     checked once."""
-    parent = stop_el.getparent()
-    ancestors, node = [], parent
+    ancestors, node = [], stop_el.getparent()
     while node is not None:
-        ancestors.append(node.tag)
+        ancestors.append(node)
         node = node.getparent()
     ancestors.reverse()
-    decls = ''.join(f' xmlns:{p}="{_xml_attr(u)}"' if p else f' xmlns="{_xml_attr(u)}"'
-                    for p, u in parent.nsmap.items())
-    opening = ''.join(f'<{t}{decls if i == 0 else ""}>' for i, t in enumerate(ancestors)).encode('utf-8')
-    _check_wellformed(opening + data[at:], clock, max_depth)
+    opening, outer = [], {}
+    for node in ancestors:
+        scope = node.nsmap
+        # the declarations this ancestor makes itself: what is in scope on it and differs from its parent's scope
+        own = ''.join((f' xmlns:{p}="{_xml_attr(u)}"' if p else f' xmlns="{_xml_attr(u)}"')
+                      for p, u in scope.items() if outer.get(p) != u)
+        if None in outer and None not in scope:
+            own += ' xmlns=""'
+        opening.append(f'<{node.tag}{own}>')
+        outer = scope
+    _check_wellformed(''.join(opening).encode('utf-8') + data[at:], clock, max_depth)
 def _find(root, path):
     """Element at an absolute path (first match), or None. `path` starts with the root's name."""
     steps = _rel_steps(path)

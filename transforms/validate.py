@@ -101,8 +101,27 @@ def _long_stretches(data, min_len):
         q = max(q + step, (b // step + 1) * step)
 
 
+_STRIDE_FROM = 1024     # shorter stretches: probes every min_len / 2 bytes would cost more than one regex scan
+_STRETCH_RES = {}
+
+
+def _stretch_starts(data, min_len):
+    if min_len >= _STRIDE_FROM:
+        return _long_stretches(data, min_len)
+    pattern = _STRETCH_RES.get(min_len)
+    if pattern is None:
+        pattern = _STRETCH_RES[min_len] = re.compile(rb'<[^<]{%d,}' % min_len)
+    return (m.start() for m in pattern.finditer(data))
+
+
+# libxml2 refuses a single text or name longer than this when it builds a tree (XML_MAX_TEXT_LENGTH, no huge_tree);
+# a parser that builds no tree never meets the limit. Refused here, in both parse modes alike: a run of this many
+# bytes without '<' (stricter than libxml2 for a text full of entity references, never looser for a plain one).
+MAX_TEXT_BYTES = 10_000_000
+
+
 def _too_many_attributes(data, limit):
-    for at in _long_stretches(data, 5 * limit + 1):
+    for at in _stretch_starts(data, 5 * limit + 1):
         m = _TAG_NAME.match(data, at)
         if m is None:
             continue               # an end tag, a comment, CDATA: not a start tag
@@ -183,6 +202,8 @@ def validate_document(doc: Doc, limits: Limits = Limits(), root_element: Optiona
                                 '(--max-elements)')
     if _too_many_attributes(data, limits.max_attributes):
         raise StageError(STAGE, f'an element has more than {limits.max_attributes} attributes (--max-attributes)')
+    if size > MAX_TEXT_BYTES and next(_long_stretches(data, MAX_TEXT_BYTES + 1), None) is not None:
+        raise StageError(STAGE, 'a single text or tag is longer than 10 MB (libxml2\'s limit for one node)')
     left = None
     if limits.max_parse_seconds and limits.max_parse_seconds > 0:
         left = limits.max_parse_seconds - (time.monotonic() - t0)
