@@ -160,3 +160,20 @@ def contract_path(corpus: Corpus) -> str:
     if os.path.exists(corpus.contract):
         return corpus.contract
     return os.path.join(REPO, 'contracts', 'samples', corpus.contract + '.json')
+
+
+def main(argv=None):
+    """Build a corpus into a folder, for runs timed outside the throughput bench (bench/ab_run.sh)."""
+    import argparse
+    ap = argparse.ArgumentParser(description='Build a benchmark corpus: DIR/source.db (app_xml) and, for cc, '
+                                             'DIR/cc_tables_no_refs.json.')
+    ap.add_argument('--docs', type=int, required=True, help='documents in the corpus')
+    ap.add_argument('--corpus', choices=['cc', 'generated'], default='cc')
+    ap.add_argument('--out', required=True, help='folder to build it in')
+    a = ap.parse_args(argv)
+    c = build(a.corpus, a.docs, a.out)
+    print(f'{c.docs} documents, {c.bytes / 2 ** 20:.0f} MB: {c.source_url} (tables {c.tables})')
+
+
+if __name__ == '__main__':
+    main()

@@ -78,3 +78,23 @@ def test_throughput_bench_measures_the_driver_ceiling_on_postgresql(tmp_path):
     c = d['by_workers']['1']['write_ceiling']
     assert c['docs'] == 30 and c['rows'] == d['rows'] and c['docs_per_min'] > 0
     assert d['ratio_to_write_ceiling'] > 0 and 'driver ceiling' in r.stdout
+
+
+def test_a_corpus_built_for_pair_timing_migrates_whole(tmp_path):
+    """bench/corpus.py builds a CC corpus into a folder and bench/ab_run.sh migrates it once (what
+    `farm-bench --vs` times in pairs, docs/benchmarks.md): every document is written or dead-lettered."""
+    sys.path.insert(0, os.path.join(ROOT, 'bench'))
+    import corpus
+    if not corpus.cc_available():
+        pytest.skip(f'CC seed corpus not found at {corpus.SEED}')
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'bench', 'corpus.py'), '--docs', '30', '--out',
+                        str(tmp_path / 'c')], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = subprocess.run(['bash', os.path.join(ROOT, 'bench', 'ab_run.sh'), ROOT, str(tmp_path / 'c')], cwd=ROOT,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    line = next(x for x in r.stdout.splitlines() if x.startswith('SUMMARY '))
+    counts = dict(kv.split('=') for kv in line.split()[1:])
+    assert int(counts['read']) == 30 == int(counts['written']) + int(counts['dead_lettered'])
+    assert int(counts['written']) > 0

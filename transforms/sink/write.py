@@ -70,8 +70,12 @@ class WriteBatchesFn(_ConnPerBundleFn):
 MICRO_BATCH = 50      # RowGroups per element into GroupIntoBatches (see _ExplodeFn)
 
 
-def micro_batch_size(batch_size: int) -> int:
-    return max(1, min(MICRO_BATCH, int(batch_size)))
+def micro_batches(batch_size: int):
+    """(RowGroups per micro-batch, micro-batches per GroupIntoBatches batch): a batch of at most `batch_size`
+    documents, as close to it as whole micro-batches of at most MICRO_BATCH allow (200 -> 50 x 4, 120 -> 40 x 3)."""
+    b = max(1, int(batch_size))
+    n = -(-b // MICRO_BATCH)
+    return b // n, n
 
 
 class _ExplodeFn(beam.DoFn):
@@ -126,8 +130,9 @@ class WriteToSql(beam.PTransform):
 
     [replace: documents written before (a processing_log success row for the app_id) lose their old rows first,
     children first, in one transaction per batch of documents] -> per FK tier: explode to ((table, shard),
-    RowGroup), dropping the documents that failed in an earlier tier (side inputs of the earlier tiers' failures:
-    the barrier) -> GroupIntoBatches(batch_size), keyed by (table, shard) so that a table is written by up to
+    RowGroup) in micro-batches of up to 50 documents, dropping the documents that failed in an earlier tier (side
+    inputs of the earlier tiers' failures: the barrier) -> GroupIntoBatches (about batch_size documents per batch),
+    keyed by (table, shard) so that a table is written by up to
     `shards` workers at a time -> WriteBatchesFn (one connection per bundle). Outcomes: CoGroupByKey(app_id) of
     every document's summary with all failures; a document that failed after some tier had written it has those
     rows removed again (compensation)."""
@@ -169,11 +174,11 @@ class WriteToSql(beam.PTransform):
             changed = rep[CHANGED_TAG]
         for i, tier in enumerate(self.tiers):
             before = [beam.pvalue.AsList(f) for f in early_failed + failed]
-            micro = micro_batch_size(self.batch_size)
+            micro, per_batch = micro_batches(self.batch_size)
             keyed = (alive | f'ExplodeTier{i}' >> beam.ParDo(_ExplodeFn(tuple(tier), self.shards, micro), *before)
                      .with_output_types(key_type))
             # batches of about batch_size documents: GroupIntoBatches counts micro-batches
-            batches = keyed | f'BatchTier{i}' >> beam.GroupIntoBatches(max(1, self.batch_size // micro))
+            batches = keyed | f'BatchTier{i}' >> beam.GroupIntoBatches(per_batch)
             fn = WriteBatchesFn(self.target_url, {t: self.metas[t] for t in tier}, self.dialect, self.retry)
             res = batches | f'WriteTier{i}' >> beam.ParDo(fn).with_outputs(FAILED_TAG, main='ok')
             failed.append(res[FAILED_TAG])
