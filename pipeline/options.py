@@ -118,7 +118,8 @@ def _resume(g):
 def _tuning(g, sink=True):
     if sink:
         g.add_argument('--batch-size', dest='batch_size', type=int, default=DEFAULT_BATCH_SIZE,
-                       help='Documents per sink batch and transaction, per table (GroupIntoBatches). '
+                       help='Documents per sink batch and transaction, per table (GroupIntoBatches; at most: bundles of '
+                            'fewer than 50 documents make smaller batches). '
                             f'Default {DEFAULT_BATCH_SIZE}.')
         g.add_argument('--sink-shards', dest='sink_shards', type=int, default=DEFAULT_SINK_SHARDS,
                        help='GroupIntoBatches keys per table, (table, shard): on a cluster each key is written by '

@@ -6,7 +6,7 @@ from typing import Dict, Optional, Sequence
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
-from apache_beam.transforms.window import GlobalWindows
+from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.records import MappedDoc, Outcome, RowGroup
 from transforms.sink.bundle import FAILED_TAG, METRICS_NAMESPACE, _ConnPerBundleFn, _metas_by_name
@@ -19,8 +19,8 @@ log = logging.getLogger(__name__)
 
 
 class WriteBatchesFn(_ConnPerBundleFn):
-    """((table, shard), Iterable[RowGroup]) -> ('ok', table, [app_ids], n_rows); tagged 'failed':
-    (app_id, source, reason).
+    """((table, shard), Iterable[micro-batch (list of RowGroup) or RowGroup]) -> ('ok', table, [app_ids],
+    n_rows); tagged 'failed': (app_id, source, reason).
     Side input (optional): app_ids that failed in earlier tiers; their rows are not written."""
 
     def __init__(self, target_url, metas: Dict[str, TableMeta], dialect=None, retry: RetryPolicy = RetryPolicy()):
@@ -42,7 +42,8 @@ class WriteBatchesFn(_ConnPerBundleFn):
 
     def process(self, element, failed_before=None):
         key, parts = element
-        groups = [g for part in parts for g in part]             # micro-batches of RowGroups (_ExplodeFn)
+        # micro-batches of RowGroups (_ExplodeFn), or RowGroups
+        groups = [g for part in parts for g in (part if isinstance(part, list) else (part,))]
         table = key[0] if isinstance(key, tuple) else key        # (table, shard)
         meta = self.metas.get(table)
         if meta is None:
@@ -71,21 +72,27 @@ MICRO_BATCH = 50      # RowGroups per element into GroupIntoBatches (see _Explod
 
 
 def micro_batches(batch_size: int):
-    """(RowGroups per micro-batch, micro-batches per GroupIntoBatches batch): a batch of at most `batch_size`
-    documents, as close to it as whole micro-batches of at most MICRO_BATCH allow (200 -> 50 x 4, 120 -> 40 x 3)."""
+    """(RowGroups per micro-batch, micro-batches per GroupIntoBatches batch), their product `batch_size` where a
+    divisor allows micro-batches of 10 to 50 documents (200 = 50 x 4, 99 = 33 x 3, 120 = 40 x 3), else at most
+    `batch_size` (101 -> 33 x 3)."""
     b = max(1, int(batch_size))
-    n = -(-b // MICRO_BATCH)
-    return b // n, n
+    least = -(-b // MICRO_BATCH)
+    for n in range(least, b + 1):
+        if b % n == 0 and (b // n >= 10 or n == least):
+            return b // n, n
+        if b // n < 10:
+            break
+    return b // least, least
 
 
 class _ExplodeFn(beam.DoFn):
     """MappedDoc -> ((table, shard), [RowGroup, ...]) for the tables of one tier: micro-batches of up to
-    `micro` documents' rows of one table, gathered within the bundle. GroupIntoBatches keeps its state element by
-    element (a timer set, a bag append, a count read for each), which cost about as much per element as writing
-    its rows: one element per micro-batch instead of one per document and table. Documents that failed in an
-    earlier tier (side inputs: lists of (app_id, source, reason), one per earlier tier) are dropped. The side
-    inputs are the barrier: this step starts only when every earlier tier has finished, and only failed ids cross
-    it."""
+    `micro` documents' rows of one table and window, gathered within the bundle (the rest leaves at the bundle's
+    end, at the end of its window). GroupIntoBatches keeps its state element by element (a timer set, a bag
+    append, a count read for each), which cost about as much per element as writing its rows: one element per
+    micro-batch instead of one per document and table. Documents that failed in an earlier tier (side inputs:
+    lists of (app_id, source, reason), one per earlier tier) are dropped. The side inputs are the barrier: this
+    step starts only when every earlier tier has finished, and only failed ids cross it."""
 
     def __init__(self, tables: Sequence[str], shards: int = 1, micro: int = MICRO_BATCH):
         self.tables, self.shards = tuple(tables), max(1, int(shards))
@@ -99,11 +106,12 @@ class _ExplodeFn(beam.DoFn):
 
     def finish_bundle(self):
         buf, self._buf = self._buf, {}
-        for key, groups in buf.items():
+        for (key, window), groups in buf.items():
             if groups:
-                yield GlobalWindows.windowed_value_at_end_of_window((key, groups))
+                yield WindowedValue((key, groups), window.max_timestamp(), [window])
 
-    def process(self, doc: MappedDoc, *failed_before):
+    def process(self, doc: MappedDoc, window=beam.DoFn.WindowParam, *failed_before):
+        # (Beam passes the side inputs after the window: runners/common.py _get_arg_placeholders)
         if failed_before:
             if failed_before != self._src:
                 self._src = failed_before
@@ -116,13 +124,13 @@ class _ExplodeFn(beam.DoFn):
             rows = doc.rows.get(t)
             if rows:
                 key = (t, shard)
-                part = self._buf.get(key)
+                part = self._buf.get((key, window))
                 if part is None:
-                    part = self._buf[key] = []
+                    part = self._buf[(key, window)] = []
                 part.append(RowGroup(doc.app_id, doc.source, list(rows)))
                 if len(part) >= self.micro:
-                    del self._buf[key]
-                    yield key, part
+                    del self._buf[(key, window)]
+                    yield key, part        # in the window of the documents it holds
 
 
 class WriteToSql(beam.PTransform):
