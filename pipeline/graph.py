@@ -24,7 +24,7 @@ from transforms.dedupe import REASON as DUPLICATE_REASON, DedupeAppIds
 from transforms.map import MapFn
 from transforms.parse import ParseFn, ParseSpec
 from transforms.records import DEAD_LETTER_TAG, DeadLetter, Outcome
-from transforms.stage import payload_text, refetch_payload
+from transforms.stage import STOP, StopRequested, payload_text, raise_if_stop_requested, refetch_payload  # noqa: F401
 from transforms.validate import ValidateFn
 
 log = logging.getLogger(__name__)
@@ -51,16 +51,6 @@ class Paths(NamedTuple):
 
 # ============================================================================================= progress
 
-# The signal this process received, set by the launcher's handler (pipeline/orchestrate.py StopOnSignals). The
-# handler raises in the main thread, but an exception raised while Python runs a weakref callback or a __del__ is
-# only printed ("Exception ignored in ...") and the run went on: the next document read stops the bundle instead.
-STOP = {'signal': None}
-
-
-class StopRequested(Exception):
-    """Raised in a bundle after a signal the main thread's handler could not stop the run with."""
-
-
 # What this process's workers have done so far (local runners run them in the launcher's process, whose progress
 # thread shows it): documents read, documents resume skipped, documents finished (written or dead-lettered).
 PROGRESS = {'read': 0, 'skipped': 0, 'finished': 0}
@@ -79,8 +69,7 @@ class ProgressFn(beam.DoFn):
         self.what = what
 
     def process(self, element):
-        if STOP['signal'] is not None:
-            raise StopRequested(f'signal {STOP["signal"]} received')
+        raise_if_stop_requested()
         PROGRESS[self.what] += element if self.what == 'skipped' else 1
         yield element
 

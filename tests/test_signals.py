@@ -320,3 +320,43 @@ def test_a_signal_whose_exception_python_swallowed_still_stops_the_run(tmp_path,
     read, written, dead, _ = summary_counts(out)
     assert written == ledger_count(db, "session_id = ? AND status = 'success'", (s['session_id'],))
     assert 0 < read < N
+
+
+def test_a_swallowed_signal_stops_the_run_at_the_next_document_without_progress(tmp_path, source, capsys,
+                                                                                  monkeypatch):
+    """The same swallowed SIGTERM, raised while the documents are validated, with --progress-seconds 0 (no
+    progress step in the graph) and one chunk: the next document validated stops the bundle. Before, only the
+    chunk's end looked at the signal, so the whole chunk was migrated first (every document written)."""
+    import gc
+    import weakref
+    import pipeline.orchestrate as orchestrate
+    import transforms.validate as validate
+    from pipeline.cli import main as cli
+    real, seen, fired = validate.validate_document, [], []
+
+    class Thing:
+        pass
+
+    def validate_then_signal(*a, **k):
+        seen.append(1)
+        if len(seen) == 5 and not fired:
+            handler = signal.getsignal(signal.SIGTERM)
+            thing = Thing()
+            fired.append(weakref.ref(thing, lambda _: handler(signal.SIGTERM, None)))
+            del thing                       # the callback runs here; its Interrupted is printed and dropped
+            gc.collect()
+            assert orchestrate.StopOnSignals.received_any == signal.SIGTERM
+        return real(*a, **k)
+
+    monkeypatch.setattr(validate, 'validate_document', validate_then_signal)
+    db = str(tmp_path / 't.db')
+    sj = str(tmp_path / 'summary.json')
+    rc = cli(command(source, db, '--summary-json', sj, '--progress-seconds', '0', '--chunk-docs', str(10 * N))[3:])
+    out, err = capsys.readouterr()
+    assert fired, 'the signal was never raised'
+    assert rc == 143, (rc, err[-2000:])
+    s = json.load(open(sj))
+    assert s['interrupted'] is True and s['signal'] == 'SIGTERM'
+    read, written, dead, _ = summary_counts(out)
+    assert written == ledger_count(db, "session_id = ? AND status = 'success'", (s['session_id'],))
+    assert read < N // 2, f'{read} of {N} documents were migrated after the signal: the chunk ran to its end'

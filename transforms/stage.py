@@ -13,6 +13,22 @@ from transforms.text import decode_payload
 log = logging.getLogger(__name__)
 
 # App ids go into SQL int columns.
+# The signal this process received, set by the launcher's handler (pipeline/orchestrate.py StopOnSignals). The
+# handler raises in the main thread, but an exception raised while Python runs a weakref callback or a __del__ is
+# only printed ("Exception ignored in ...") and the run went on: the next document validated (and the progress
+# counter, when progress is on) stops the bundle instead.
+STOP = {'signal': None}
+
+
+class StopRequested(Exception):
+    """Raised in a bundle after a signal the main thread's handler could not stop the run with."""
+
+
+def raise_if_stop_requested():
+    if STOP['signal'] is not None:
+        raise StopRequested(f'signal {STOP["signal"]} received')
+
+
 MAX_APP_ID = 2 ** 31 - 1
 
 # A payload bigger than this is not copied into the dead letter (it stays at its source, named by `source`).

@@ -14,7 +14,7 @@ import apache_beam as beam
 
 from transforms.errors import StageError
 from transforms.records import DEAD_LETTER_TAG, DeadLetter, Doc
-from transforms.stage import MAX_APP_ID, run_stage
+from transforms.stage import MAX_APP_ID, raise_if_stop_requested, run_stage
 from transforms.text import prolog_end, to_utf8
 
 log = logging.getLogger(__name__)
@@ -254,6 +254,7 @@ class ValidateFn(beam.DoFn):
         self.bytes_read = beam.metrics.Metrics.counter('migration', 'bytes_read')
 
     def process(self, doc: Doc):
+        raise_if_stop_requested()          # outside run_stage: a stop is never a document's dead letter
         self.read.inc()
         if isinstance(doc, DeadLetter):       # a source that could not read a document says so this way
             self.failed.inc()
