@@ -322,6 +322,7 @@ def test_a_signal_whose_exception_python_swallowed_still_stops_the_run(tmp_path,
     assert 0 < read < N
 
 
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')   # the swallowed exception itself
 def test_a_swallowed_signal_stops_the_run_at_the_next_document_without_progress(tmp_path, source, capsys,
                                                                                   monkeypatch):
     """The same swallowed SIGTERM, raised while the documents are validated, with --progress-seconds 0 (no
