@@ -282,77 +282,30 @@ def test_sigterm_stops_a_postgres_run_cleanly_and_a_rerun_completes(tmp_path, so
             _pg(f'DROP SCHEMA IF EXISTS {sch} CASCADE', fetch=False)
 
 
-@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')     # the dropped Interrupted
-def test_a_signal_whose_exception_python_swallowed_still_stops_the_run(tmp_path, source, capsys, monkeypatch):
-    """Python only prints an exception raised while it runs a weakref callback or a __del__ ("Exception ignored
-    in ..."): when SIGTERM's handler ran there, its Interrupted was lost and the run went on to exit 0 (seen
-    once in four stops). Here the handler runs inside a weakref callback, exactly so, after the first chunk: the
-    run must still stop cleanly (exit 143, the SUMMARY of what was committed) at that chunk's end."""
+class _Thing:
+    pass
+
+
+def _swallowed_sigterm(fired):
+    """SIGTERM's handler run inside a weakref callback, where Python prints its Interrupted and drops it."""
     import gc
     import weakref
     import pipeline.orchestrate as orchestrate
+    handler = signal.getsignal(signal.SIGTERM)
+    thing = _Thing()
+    fired.append(weakref.ref(thing, lambda _: handler(signal.SIGTERM, None)))
+    del thing                       # the callback runs here; its Interrupted is printed and dropped
+    gc.collect()
+    assert orchestrate.StopOnSignals.received_any == signal.SIGTERM
+
+
+def _run_stopped_by_a_swallowed_signal(tmp_path, source, capsys, fired, *extra):
+    """Run the job; it must stop cleanly: exit 143, the summary says SIGTERM, the SUMMARY counts what
+    processing_log committed. Returns the documents read."""
     from pipeline.cli import main as cli
-    real, fired = orchestrate.read_counts, []
-
-    class Thing:
-        pass
-
-    def read_counts_then_signal(path):
-        if not fired:
-            handler = signal.getsignal(signal.SIGTERM)
-            thing = Thing()
-            ref = weakref.ref(thing, lambda _: handler(signal.SIGTERM, None))
-            fired.append(ref)
-            del thing                       # the callback runs here; its Interrupted is printed and dropped
-            gc.collect()
-            assert orchestrate.StopOnSignals.received_any == signal.SIGTERM
-        return real(path)
-
-    monkeypatch.setattr(orchestrate, 'read_counts', read_counts_then_signal)
     db = str(tmp_path / 't.db')
     sj = str(tmp_path / 'summary.json')
-    rc = cli(command(source, db, '--summary-json', sj, '--progress-seconds', '0')[3:])
-    out, err = capsys.readouterr()
-    assert fired, 'the chunk end was never reached'
-    assert rc == 143, (rc, err[-2000:])
-    s = json.load(open(sj))
-    assert s['interrupted'] is True and s['signal'] == 'SIGTERM'
-    read, written, dead, _ = summary_counts(out)
-    assert written == ledger_count(db, "session_id = ? AND status = 'success'", (s['session_id'],))
-    assert 0 < read < N
-
-
-@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')   # the swallowed exception itself
-def test_a_swallowed_signal_stops_the_run_at_the_next_document_without_progress(tmp_path, source, capsys,
-                                                                                  monkeypatch):
-    """The same swallowed SIGTERM, raised while the documents are validated, with --progress-seconds 0 (no
-    progress step in the graph) and one chunk: the next document validated stops the bundle. Before, only the
-    chunk's end looked at the signal, so the whole chunk was migrated first (every document written)."""
-    import gc
-    import weakref
-    import pipeline.orchestrate as orchestrate
-    import transforms.validate as validate
-    from pipeline.cli import main as cli
-    real, seen, fired = validate.validate_document, [], []
-
-    class Thing:
-        pass
-
-    def validate_then_signal(*a, **k):
-        seen.append(1)
-        if len(seen) == 5 and not fired:
-            handler = signal.getsignal(signal.SIGTERM)
-            thing = Thing()
-            fired.append(weakref.ref(thing, lambda _: handler(signal.SIGTERM, None)))
-            del thing                       # the callback runs here; its Interrupted is printed and dropped
-            gc.collect()
-            assert orchestrate.StopOnSignals.received_any == signal.SIGTERM
-        return real(*a, **k)
-
-    monkeypatch.setattr(validate, 'validate_document', validate_then_signal)
-    db = str(tmp_path / 't.db')
-    sj = str(tmp_path / 'summary.json')
-    rc = cli(command(source, db, '--summary-json', sj, '--progress-seconds', '0', '--chunk-docs', str(10 * N))[3:])
+    rc = cli(command(source, db, '--summary-json', sj, '--progress-seconds', '0', *extra)[3:])
     out, err = capsys.readouterr()
     assert fired, 'the signal was never raised'
     assert rc == 143, (rc, err[-2000:])
@@ -360,4 +313,43 @@ def test_a_swallowed_signal_stops_the_run_at_the_next_document_without_progress(
     assert s['interrupted'] is True and s['signal'] == 'SIGTERM'
     read, written, dead, _ = summary_counts(out)
     assert written == ledger_count(db, "session_id = ? AND status = 'success'", (s['session_id'],))
+    return read
+
+
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')     # the dropped Interrupted
+def test_a_signal_whose_exception_python_swallowed_still_stops_the_run(tmp_path, source, capsys, monkeypatch):
+    """Python only prints an exception raised while it runs a weakref callback or a __del__ ("Exception ignored
+    in ..."): when SIGTERM's handler ran there, its Interrupted was lost and the run went on to exit 0 (seen
+    once in four stops). Here the handler runs inside a weakref callback, exactly so, after the first chunk: the
+    run must still stop cleanly (exit 143, the SUMMARY of what was committed) at that chunk's end."""
+    import pipeline.orchestrate as orchestrate
+    real, fired = orchestrate.read_counts, []
+
+    def read_counts_then_signal(path):
+        if not fired:
+            _swallowed_sigterm(fired)
+        return real(path)
+
+    monkeypatch.setattr(orchestrate, 'read_counts', read_counts_then_signal)
+    read = _run_stopped_by_a_swallowed_signal(tmp_path, source, capsys, fired)
+    assert 0 < read < N
+
+
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')   # the dropped Interrupted
+def test_a_swallowed_signal_stops_the_run_at_the_next_document_without_progress(tmp_path, source, capsys,
+                                                                                  monkeypatch):
+    """The same swallowed SIGTERM, raised while the documents are validated, with --progress-seconds 0 (no
+    progress step in the graph) and one chunk: the next document validated stops the bundle. Before, only the
+    chunk's end looked at the signal, so the whole chunk was migrated first (every document written)."""
+    import transforms.validate as validate
+    real, seen, fired = validate.validate_document, [], []
+
+    def validate_then_signal(*a, **k):
+        seen.append(1)
+        if len(seen) == 5 and not fired:
+            _swallowed_sigterm(fired)
+        return real(*a, **k)
+
+    monkeypatch.setattr(validate, 'validate_document', validate_then_signal)
+    read = _run_stopped_by_a_swallowed_signal(tmp_path, source, capsys, fired, '--chunk-docs', str(10 * N))
     assert read < N // 2, f'{read} of {N} documents were migrated after the signal: the chunk ran to its end'
