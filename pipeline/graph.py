@@ -24,7 +24,7 @@ from transforms.dedupe import REASON as DUPLICATE_REASON, DedupeAppIds
 from transforms.map import MapFn
 from transforms.parse import ParseFn, ParseSpec
 from transforms.records import DEAD_LETTER_TAG, DeadLetter, Outcome
-from transforms.stage import STOP, StopRequested, payload_text, raise_if_stop_requested, refetch_payload  # noqa: F401
+from transforms.stage import payload_text, raise_if_stop_requested, refetch_payload
 from transforms.validate import ValidateFn
 
 log = logging.getLogger(__name__)

@@ -82,16 +82,16 @@ class StopOnSignals:
                         'summary\n'.encode())
             os._exit(EXIT_SIGNAL.get(signum, 128 + signum))
         self.received = StopOnSignals.received_any = signum
-        graph = sys.modules.get('pipeline.graph')
-        if graph is not None:
-            graph.STOP['signal'] = signum
+        stage = sys.modules.get('transforms.stage')     # the flag the bundles look at (loaded with the graph)
+        if stage is not None:
+            stage.STOP['signal'] = signum
         raise Interrupted(signum)
 
     def __enter__(self):
         StopOnSignals.received_any = None
-        graph = sys.modules.get('pipeline.graph')
-        if graph is not None:
-            graph.STOP['signal'] = None
+        stage = sys.modules.get('transforms.stage')
+        if stage is not None:
+            stage.STOP['signal'] = None
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
                 self.previous[sig] = signal.signal(sig, self._handler)

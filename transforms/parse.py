@@ -206,7 +206,6 @@ def _partial_parse(data, stop_path, clock=None):
                 anc.append(node.tag)
                 node = node.getparent()
             if anc[::-1] == steps:
-                _raise_logged(parser)
                 if _tail_needs_tree(data, pos, steps):
                     return None, None, None, None
                 root = el
@@ -254,6 +253,8 @@ def _check_tail(data, at, stop_el, clock, max_depth):
         opening.append(f'<{node.tag}{own}>')
         outer = scope
     _check_wellformed(''.join(opening).encode('utf-8') + data[at:], clock, max_depth)
+
+
 def _find(root, path):
     """Element at an absolute path (first match), or None. `path` starts with the root's name."""
     steps = _rel_steps(path)

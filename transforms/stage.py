@@ -12,7 +12,6 @@ from transforms.text import decode_payload
 
 log = logging.getLogger(__name__)
 
-# App ids go into SQL int columns.
 # The signal this process received, set by the launcher's handler (pipeline/orchestrate.py StopOnSignals). The
 # handler raises in the main thread, but an exception raised while Python runs a weakref callback or a __del__ is
 # only printed ("Exception ignored in ...") and the run went on: the next document validated (and the progress
@@ -29,6 +28,7 @@ def raise_if_stop_requested():
         raise StopRequested(f'signal {STOP["signal"]} received')
 
 
+# App ids go into SQL int columns.
 MAX_APP_ID = 2 ** 31 - 1
 
 # A payload bigger than this is not copied into the dead letter (it stays at its source, named by `source`).

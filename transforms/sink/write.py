@@ -140,8 +140,7 @@ class WriteToSql(beam.PTransform):
     children first, in one transaction per batch of documents] -> per FK tier: explode to ((table, shard),
     RowGroup) in micro-batches of up to 50 documents, dropping the documents that failed in an earlier tier (side
     inputs of the earlier tiers' failures: the barrier) -> GroupIntoBatches (about batch_size documents per batch),
-    keyed by (table, shard) so that a table is written by up to
-    `shards` workers at a time -> WriteBatchesFn (one connection per bundle). Outcomes: CoGroupByKey(app_id) of
+    keyed by (table, shard) so that a table is written by up to `shards` workers at a time -> WriteBatchesFn (one connection per bundle). Outcomes: CoGroupByKey(app_id) of
     every document's summary with all failures; a document that failed after some tier had written it has those
     rows removed again (compensation)."""
 
@@ -180,9 +179,9 @@ class WriteToSql(beam.PTransform):
             alive = rep.ok
             early_failed.append(rep[FAILED_TAG])
             changed = rep[CHANGED_TAG]
+        micro, per_batch = micro_batches(self.batch_size)
         for i, tier in enumerate(self.tiers):
             before = [beam.pvalue.AsList(f) for f in early_failed + failed]
-            micro, per_batch = micro_batches(self.batch_size)
             keyed = (alive | f'ExplodeTier{i}' >> beam.ParDo(_ExplodeFn(tuple(tier), self.shards, micro), *before)
                      .with_output_types(key_type))
             # batches of about batch_size documents: GroupIntoBatches counts micro-batches
