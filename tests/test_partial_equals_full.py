@@ -184,13 +184,63 @@ def tail_closes_too_early(x):
     return head + '</CustData>' + tail
 
 
+
+# Elements named like the stop path's but off it: the rest needs no tree (and must give the same rows).
+def application_deep_in_tail(x):
+    """A bureau block's copy of the request: an <application> below other elements, not under <CustData>."""
+    head, tail = _split(x)
+    return head + ('<Bureau><originalRequestData>' + _app(x).replace('con_id="', 'con_id="8')
+                   + '</originalRequestData></Bureau>') + tail
+
+
+def application_under_an_element_after_request(x):
+    i = x.rindex('</Request>') + len('</Request>')
+    return x[:i] + '<JSON><application appID="1">' + _app(x)[len('<application'):].split('>', 1)[1] + '</JSON>' + x[i:]
+
+
+def nested_root_element_in_tail(x):
+    """<Provenir><Request><CustData><application> inside the root: /Provenir/Provenir/..., off the path."""
+    i = x.rindex('</Request>') + len('</Request>')
+    return x[:i] + '<Provenir tid="t"><Request ID="5"><CustData>' + _app(x) + '</CustData></Request></Provenir>' + x[i:]
+
+
+def custdata_deep_in_tail(x):
+    head, tail = _split(x)
+    return head + '<Bureau><CustData>' + _app(x) + '</CustData></Bureau>' + tail
+
+
+# On the path, behind what a byte count could misread: the whole tree must be taken.
+def slash_gt_in_text_then_second_application(x):
+    head, tail = _split(x)
+    return head + '<Note>a/>b/>c</Note><Ref v="x/>"/>' + _app(x).replace('con_id="', 'con_id="7') + tail
+
+
+def self_closing_siblings_then_second_application(x):
+    head, tail = _split(x)
+    return head + '<A/><B n="1" /><C></C>' + _app(x).replace('con_id="', 'con_id="6') + tail
+
+
+def hidden_tags_then_second_application(x):
+    head, tail = _split(x)
+    return (head + '<!-- <x> <y> </CustData> --><Note><![CDATA[<a><b><c></CustData>]]></Note>'
+            + _app(x).replace('con_id="', 'con_id="5') + tail)
+
+
+def application_deep_then_second_application(x):
+    head, tail = _split(x)
+    return (head + '<Bureau><application/></Bureau>' + _app(x).replace('con_id="', 'con_id="4') + tail)
+
+
 MUTATIONS = [second_application, second_application_after_custdata, second_custdata, second_request,
              tail_before_application, end_tag_in_comment, end_tag_in_cdata, nested_application,
              self_closing_application, application_in_tail_comment, mismatched_tag_in_tail, unclosed_tail,
              stray_ampersand_in_tail, undefined_entity_in_tail, pi_in_tail, deep_tail, junk_after_root,
              undefined_prefix_in_tail, undefined_prefix_in_head, prefix_declared_on_the_root_used_in_tail,
              prefix_declared_on_the_application_used_in_tail, default_namespace_inside_tail,
-             tail_closes_too_early]
+             tail_closes_too_early, application_deep_in_tail, application_under_an_element_after_request,
+             nested_root_element_in_tail, custdata_deep_in_tail, slash_gt_in_text_then_second_application,
+             self_closing_siblings_then_second_application, hidden_tags_then_second_application,
+             application_deep_then_second_application]
 
 
 def test_generated_documents_give_the_same_outcome_in_both_modes():
@@ -270,3 +320,46 @@ def test_a_bad_byte_anywhere_after_the_application_is_refused_with_the_reason_of
         assert (status, stage) == ('failed', 'parse'), k
         line = (head + tail[:k]).count('\n') + 1
         assert f'at line {line},' in reason, (k, reason)
+
+
+OFF_PATH = [application_deep_in_tail, application_under_an_element_after_request, nested_root_element_in_tail,
+            second_application_after_custdata]          # a child of <Request>: /Provenir/Request/application
+ON_PATH = [second_application, second_custdata, second_request,
+           slash_gt_in_text_then_second_application, self_closing_siblings_then_second_application,
+           hidden_tags_then_second_application, application_deep_then_second_application]
+
+
+def _needs_tree(xml):
+    from transforms.parse import _rel_steps, _tail_needs_tree
+    data = xml.encode('utf-8')
+    at = data.index(APP_END.encode()) + len(APP_END)
+    return _tail_needs_tree(data, at, _rel_steps(COMPILED.stop_after_path))
+
+
+@pytest.mark.parametrize('mutate', OFF_PATH, ids=lambda f: f.__name__)
+def test_elements_named_like_the_path_but_off_it_leave_the_rest_to_the_cheap_check(mutate):
+    """The rest of such a document is only checked, not built into a tree (bureau blocks quote the request), and
+    the rows are those of the whole tree."""
+    for _, x in DOCS[:25]:
+        if APP_END not in x or '</Request>' not in x or same(x)[0] != 'ok':
+            continue
+        y = mutate(x)
+        assert not _needs_tree(y)
+        assert same(y) == same(x)
+
+
+@pytest.mark.parametrize('mutate', ON_PATH, ids=lambda f: f.__name__)
+def test_an_element_on_the_path_after_the_stop_element_takes_the_whole_tree(mutate):
+    for _, x in DOCS[:25]:
+        if APP_END not in x or '</Request>' not in x or same(x)[0] != 'ok':
+            continue
+        y = mutate(x)
+        assert _needs_tree(y)
+        a = same(y)
+        assert a[0] == 'ok' and a != same(x)        # the second element's rows are read
+
+
+def test_an_element_deep_in_the_parents_content_that_reuses_an_ancestors_name_takes_the_whole_tree():
+    """Conservative: a nested <CustData> before the parent's end tag hides which end tag is the parent's."""
+    x = next(x for _, x in DOCS if APP_END in x and same(x)[0] == 'ok')
+    assert _needs_tree(custdata_deep_in_tail(x))

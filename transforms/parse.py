@@ -165,18 +165,92 @@ def _full_parse(data, clock=None):
     return root
 
 
-_TAIL_PATTERNS = {}
+_HIDDEN = re.compile(rb'<!--.*?-->|<!\[CDATA\[.*?\]\]>|<\?.*?\?>', re.S)
+_STARTS = {}
+_END_REST = re.compile(rb'\s*>')
+_OPEN_TAG = re.compile(rb'<[^\s/>!?]+(?:\s+[^\s=/>]+\s*=\s*(?:"[^"]*"|\'[^\']*\'))*\s*(/?)>')
+
+
+def _path_starts(steps):
+    """A regex of the start tags named like an element of the stop path below the root."""
+    key = tuple(steps)
+    r = _STARTS.get(key)
+    if r is None:
+        names = b'|'.join(re.escape(s.encode('utf-8')) for s in dict.fromkeys(steps[1:]))
+        r = _STARTS[key] = re.compile(rb'<(' + names + rb')[\s/>]')
+    return r
+
+
+def _end_tag(buf, name, lo, last=False):
+    """(start, end) of the first (last=True: the last) end tag of `name` at or after lo, or None."""
+    pat = b'</' + name
+    p = buf.rfind(pat, lo) if last else buf.find(pat, lo)
+    while p >= 0:
+        m = _END_REST.match(buf, p + len(pat))
+        if m is not None:
+            return p, m.end()
+        p = -1 if last else buf.find(pat, p + 1)
+    return None
+
+
+def _inside_a_new_element(buf, lo, p):
+    """True when the tag before offset p (after lo) is a start tag that is not self-closing: what starts at p is
+    inside an element opened after lo. False when that cannot be told this way."""
+    q = buf.rfind(b'<', lo, p)
+    if q < 0:
+        return False
+    m = _OPEN_TAG.match(buf, q, p)
+    return m is not None and not m.group(1)
 
 
 def _tail_needs_tree(data, at, steps):
-    """True when the bytes after `at` start an element named like the stop element or one of its ancestors:
-    something on the way to data the contract reads (a second <application>, <Request>, ...)."""
-    key = tuple(steps)
-    pattern = _TAIL_PATTERNS.get(key)
-    if pattern is None:
-        names = b'|'.join(re.escape(s.encode('utf-8')) for s in dict.fromkeys(steps))
-        pattern = _TAIL_PATTERNS[key] = re.compile(rb'<(?:' + names + rb')[\s/>]')
-    return pattern.search(data, at) is not None
+    """True when the bytes after `at` (just after the stop element's end tag) may hold an element on the stop
+    path: a second stop element in its parent, a second parent in the grandparent, ... (a second <application>
+    under <CustData>, a second <CustData> under <Request>, a second <Request>): data the contract reads. An element
+    of such a name further down (an <application> quoted inside a bureau block) is off the path: no tree needed.
+
+    The rest stands inside the stop element's ancestors; their end tags cut it into levels (the content of the
+    parent, then of the grandparent, ...). An element is on the path only if it stands at the top of a level and is
+    named like the path's element there. With comments, CDATA and processing instructions blanked, every '<' is a
+    tag (the rest is checked well-formed anyway, and refused if it is not, whatever the tree). An element is proved
+    off the path when the tag right before it opens an element, or when start tags - end tags - '/>' counted from
+    the level's start is above zero ('/>' in a text or a value only lowers the count). Anything else takes the
+    tree."""
+    starts = _path_starts(steps)
+    found = [(m.start(), m.group(1)) for m in starts.finditer(data, at)]
+    if not found:
+        return False
+    rest = data[at:]
+    if (b'!' in rest and b'<!' in rest) or (b'?' in rest and b'<?' in rest):    # memchr first: '<' is everywhere
+        rest = _HIDDEN.sub(lambda h: b' ' * (h.end() - h.start()), rest)
+        found = [(m.start(), m.group(1)) for m in starts.finditer(rest)]
+    else:
+        found = [(p - at, name) for p, name in found]
+    raw = [s.encode('utf-8') for s in steps]
+    last = len(raw) - 2                     # level k: the content of ancestor raw[last - k]; k = last: the root's
+    k, lo, hi, depth, pos = 0, 0, None, 0, 0
+    for p, name in found:
+        while hi is None or p > hi[0]:      # the level this start tag stands in, and where that level ends
+            if hi is not None:
+                k, lo = k + 1, hi[1]
+                depth, pos = 0, lo
+            if k > last:
+                return True                 # after the root's end tag: not well-formed, whatever the tree
+            hi = _end_tag(rest, raw[last - k], lo, last=(k == last))   # the root's end tag is the document's last
+            if hi is None:
+                return True
+        j = last - k
+        if name == raw[j] and j:
+            return True                     # named like the ancestor: which end tag is whose?
+        if name != raw[j + 1]:
+            continue                        # named like another level's element: never on the path
+        if _inside_a_new_element(rest, lo, p):
+            continue
+        depth += rest.count(b'<', pos, p) - 2 * rest.count(b'</', pos, p) - rest.count(b'/>', pos, p)
+        pos = p
+        if depth <= 0:
+            return True
+    return False
 
 
 def _partial_parse(data, stop_path, clock=None):
