@@ -96,10 +96,11 @@ def _selection(g, table_only_note=True):
     g.add_argument('--limit', type=_int_or_none, default=None,
                    help='Read at most this many documents (the lowest app_ids / first files).')
     g.add_argument('--shard-count', dest='shard_count', type=_int_or_none, default=None,
-                   help='Modulo sharding: this run reads only app_id %% shard-count = shard-index (table sources; '
-                        'folders: every shard-count-th file).')
+                   help='Sharding: this run reads only the app_ids of one shard of shard-count (table sources: a hash '
+                        'of the app_id, even shares also when app_ids step by shard-count; folders: every '
+                        'shard-count-th file). Every shard of one job must run the same version.')
     g.add_argument('--shard-index', dest='shard_index', type=_int_or_none, default=None,
-                   help='Modulo sharding: which shard this run reads (0 .. shard-count-1).')
+                   help='Sharding: which shard this run reads (0 .. shard-count-1).')
     g.add_argument('--app-ids', dest='app_ids', default=None,
                    help='Read only these app_ids: a file with one app_id per line (table sources).')
 
@@ -130,7 +131,7 @@ def _tuning(g, sink=True):
         g.add_argument('--fetch-size', dest='fetch_size', type=int, default=None,
                        help=f'Rows per page when reading a table source. Default {DEFAULT_FETCH_SIZE}.')
         g.add_argument('--processes', type=int, default=1,
-                       help='Local runs: split the job into this many shard processes (app_id modulo for table '
+                       help='Local runs: split the job into this many shard processes (an app_id hash for table '
                             'sources, every N-th file for folders), run side by side on one machine, one summary. '
                             'This is how to use several cores with the DirectRunner (docs/benchmarks.md). '
                             'Default 1.')

@@ -549,7 +549,7 @@ def run(cfg: RunConfig) -> int:
 
 def run_processes(cfg: RunConfig) -> int:
     """--processes N: N shard processes on this machine, each running this configuration for one shard (app_id
-    modulo for table sources, every N-th file for folders); one summary."""
+    hash for table sources, every N-th file for folders); one summary."""
     import subprocess
     import tempfile
     n = cfg.processes

@@ -8,7 +8,7 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from transforms.io.files import FileSource, list_xml_files
-from transforms.io.sources import ReadOptions, SourceError
+from transforms.io.sources import ReadOptions, SourceError, shard_of
 from transforms.io.tables import TableSource, TableSpec, split_range
 from helpers import beam_test_pipeline
 
@@ -50,8 +50,8 @@ def test_partitioned_read_returns_every_row_exactly_once(source_db, partitions):
 
 @pytest.mark.parametrize('opts, expect', [
     (dict(app_id_start=50, app_id_end=100), lambda i: 50 <= i <= 100),
-    (dict(shard_count=3, shard_index=1), lambda i: i % 3 == 1),
-    (dict(shard_count=2, shard_index=0, app_id_end=200), lambda i: i % 2 == 0 and i <= 200),
+    (dict(shard_count=3, shard_index=1), lambda i: shard_of(i, 3) == 1),
+    (dict(shard_count=2, shard_index=0, app_id_end=200), lambda i: shard_of(i, 2) == 0 and i <= 200),
 ])
 def test_ranges_and_shards_are_honoured(source_db, opts, expect):
     path, ids = source_db
@@ -62,6 +62,31 @@ def test_ranges_and_shards_are_honoured(source_db, opts, expect):
     with beam_test_pipeline() as p:
         assert_that((p | src.read()).docs | beam.Map(lambda d: d.app_id), equal_to(want))
 
+
+
+@pytest.mark.parametrize('step', [1, 2, 3, 4, 10, 1000])
+def test_shards_of_app_ids_in_steps_are_even_and_every_id_is_in_exactly_one(tmp_path, step):
+    """app_id % N put every document of ids stepping by N (or a multiple) in one shard. Each shard's own query
+    (the SQL arithmetic) reads its share; together they read every row once, negative and huge ids included."""
+    path = str(tmp_path / 'src.db')
+    ids = [7 + step * k for k in range(600)] + [-5, -2147483648, 2 ** 63 - 1]
+    conn = sqlite3.connect(path)
+    conn.execute('CREATE TABLE app_xml (app_id INTEGER PRIMARY KEY, xml TEXT)')
+    conn.executemany('INSERT INTO app_xml VALUES (?, ?)', [(i, '<Provenir/>') for i in ids])
+    conn.commit()
+    conn.close()
+    for n in (2, 3, 4):
+        seen = []
+        for k in range(n):
+            src = TableSource(TableSpec(url=f'sqlite:///{path}', table='app_xml', column='xml', schema=None),
+                              ReadOptions(partitions=2, fetch_size=50, resume=False, shard_count=n, shard_index=k))
+            with beam_test_pipeline() as p:
+                got = (p | src.read()).docs | beam.Map(lambda d: d.app_id)
+                want = [i for i in ids if shard_of(i, n) == k]
+                assert_that(got, equal_to(want))
+            assert abs(len(want) - len(ids) / n) < 0.2 * len(ids) / n, (step, n, k, len(want))
+            seen += want
+        assert sorted(seen) == sorted(ids)
 
 def test_limit_takes_the_lowest_app_ids(source_db):
     path, ids = source_db

@@ -18,6 +18,26 @@ class ReadResult(NamedTuple):
     skipped: Any
 
 
+# Table sources: which shard an app_id belongs to. A multiplicative hash modulo the prime 2^31 - 1 (Fishman and
+# Moore's multiplier: large, so that even the smallest ids wrap and their parity is mixed), not `app_id % count`:
+# app_ids that step by the shard count (every 2nd, every 10th, ids handed out in blocks) would all land in one
+# shard, and the bench corpus's replicated ids left one of two shards with 54 % of the bytes. Exact integer
+# arithmetic below 2^61 in every dialect (the residue first, then the product), negative ids included.
+SHARD_PRIME, SHARD_MULTIPLIER = 2147483647, 742938285
+
+
+def shard_of(app_id: int, count: int) -> int:
+    """The shard (0 .. count-1) of an app_id: the same arithmetic as `shard_sql`."""
+    return (app_id % SHARD_PRIME) * SHARD_MULTIPLIER % SHARD_PRIME % count
+
+
+def shard_sql(id_sql: str) -> str:
+    """SQL for the shard of the integer column `id_sql`, to compare with a shard index: `<this> % ? = ?` binds the
+    shard count and index. SQL's % keeps the dividend's sign (Python's does not): the residue is made non-negative."""
+    return (f'((CAST({id_sql} AS BIGINT) % {SHARD_PRIME} + {SHARD_PRIME}) % {SHARD_PRIME}) * {SHARD_MULTIPLIER} '
+            f'% {SHARD_PRIME}')
+
+
 class ReadOptions(NamedTuple):
     app_id_start: Optional[int] = None
     app_id_end: Optional[int] = None

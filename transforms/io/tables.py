@@ -3,7 +3,7 @@
 `app_id, xml` rows of a table in a database (`sqlite:///PATH` or `odbc:...`), read as a
   partitioned read like Beam's JdbcIO `readWithPartitions`: the app_id range is split into N partitions at launch
   (from min/max), the partitions are reshuffled, and each is read with its own connection and keyset pagination
-  (`app_id > last ORDER BY app_id`), never OFFSET. Modulo sharding is applied in the query. Resume is per page:
+  (`app_id > last ORDER BY app_id`), never OFFSET. Sharding (a hash of the app_id: `sources.shard_sql`) is applied in the query. Resume is per page:
   the page is first read as app_ids and looked up in the target's processing_log; the source database computes the
   content hash (sha256 of the XML text) of the ones already `success`; only documents not yet `success`, or whose
   hash changed, have their XML read.
@@ -17,7 +17,7 @@ from typing import List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 
-from transforms.io.sources import ReadOptions, ReadResult, SourceError
+from transforms.io.sources import ReadOptions, ReadResult, SourceError, shard_sql
 from transforms.records import SKIPPED_TAG, Doc
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class _Query:
         if opts.app_id_end is not None:
             where.append(f'{self.id} <= ?'); params.append(opts.app_id_end)
         if opts.shard_count:
-            where.append(f'{self.id} % ? = ?'); params += [opts.shard_count, opts.shard_index]
+            where.append(f'{shard_sql(self.id)} % ? = ?'); params += [opts.shard_count, opts.shard_index]
         self.where, self.params = where, params
 
     @property
