@@ -60,18 +60,20 @@ def _parser(**kw):
 
 def cmd_run(argv):
     from pipeline import orchestrate
+    from pipeline.shard import run_shard
     cfg = parse_run_options('run', 'Migrate XML documents from a source into SQL tables, as the contract maps '
                                    'them.', argv)
     setup_logging(cfg.log_level, cfg)
-    return orchestrate.run(cfg)
+    return orchestrate.run(cfg, shard_main=run_shard)
 
 
 def cmd_map(argv):
     from pipeline import orchestrate
+    from pipeline.shard import run_shard
     cfg = parse_run_options('map', 'Map XML files with a contract and write every row as JSONL (no database).',
                             argv)
     setup_logging(cfg.log_level, cfg)
-    return orchestrate.run(cfg)
+    return orchestrate.run(cfg, shard_main=run_shard)
 
 
 def cmd_verify(argv):

@@ -521,10 +521,12 @@ def _remove_partial_outputs(job: Job):
 
 # ============================================================================================= entries
 
-def run(cfg: RunConfig) -> int:
-    """Run a job (run or map command) to its end: the exit status (its SUMMARY printed)."""
+def run(cfg: RunConfig, shard_main=None) -> int:
+    """Run a job (run or map command) to its end: the exit status (its SUMMARY printed). `shard_main(cfg) -> exit
+    status`: what a forked shard process runs with --processes (pipeline.shard.run_shard; without it every shard
+    is a new interpreter)."""
     if cfg.processes > 1:
-        return run_processes(cfg)
+        return run_processes(cfg, shard_main)
     job = Job(cfg)
     try:
         prepare(job)
@@ -547,7 +549,7 @@ def run(cfg: RunConfig) -> int:
         job.close()
 
 
-def run_processes(cfg: RunConfig) -> int:
+def run_processes(cfg: RunConfig, shard_main=None) -> int:
     """--processes N: N shard processes on this machine, each running this configuration for one shard (app_id
     hash for table sources, every N-th file for folders); one summary."""
     import subprocess
@@ -577,6 +579,9 @@ def run_processes(cfg: RunConfig) -> int:
                 status=os.path.join(work, f'status{i}.jsonl') if cfg.status else None,
                 dead_letter=os.path.join(work, f'dead{i}.jsonl') if cfg.dead_letter else None)
             shard_cfgs.append(shard)
+            if _FORK_SHARDS and shard_main is not None:
+                procs.append(_fork_shard(shard, shard_main, preexec, procs))
+                continue
             path = os.path.join(work, f'config{i}.json')
             with open(path, 'w', encoding='utf-8') as f:
                 f.write(shard.to_json())
@@ -629,6 +634,89 @@ def run_processes(cfg: RunConfig) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
         job.close()
+
+
+# Shard processes are forked from the launcher where the platform can (Linux): the launcher has already imported
+# Beam and the project, which a new interpreter spends about a second doing again, on every shard. Set
+# XMLSQL_SHARD_START=spawn to start each one as a new interpreter instead (as on other platforms).
+_FORK_SHARDS = hasattr(os, 'fork') and sys.platform.startswith('linux') and \
+    os.environ.get('XMLSQL_SHARD_START', 'fork') != 'spawn'
+
+
+class _ForkedShard:
+    """A forked shard process, with the part of subprocess.Popen's interface that run_processes uses."""
+
+    def __init__(self, pid, stdout, stderr):
+        self.pid, self.stdout, self.stderr, self.returncode = pid, stdout, stderr, None
+
+    def poll(self):
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self):
+        if self.returncode is None:
+            _, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+
+def _fork_shard(shard_cfg, shard_main, preexec, siblings) -> _ForkedShard:
+    """Fork one shard process running `shard_main(shard_cfg)`, its stdout and stderr piped to the launcher. The launcher has
+    no other thread at this point (the relays start after the last fork) and holds no transaction open; the child
+    opens its own connections, never touches the launcher's, and leaves by os._exit (no atexit handler, no
+    finally block of the launcher's, no close of an inherited connection runs in it)."""
+    launcher = os.getpid()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    blocked = set(StopOnSignals.SIGNALS)
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)     # no launcher handler runs in the child
+    pid = os.fork()
+    if pid == 0:
+        code = EXIT_STOPPED
+        try:
+            for sib in siblings:                                      # the other shards' pipes are not ours
+                for f in (sib.stdout, sib.stderr):
+                    try:
+                        os.close(f.fileno())
+                    except OSError:
+                        pass
+            os.close(out_r)
+            os.close(err_r)
+            os.dup2(out_w, 1)
+            os.dup2(err_w, 2)
+            os.close(out_w)
+            os.close(err_w)
+            # new text streams on the pipes (the launcher's may be any object: a test's capture, for one)
+            sys.stdout = open(1, 'w', encoding='utf-8', errors='replace', buffering=1, closefd=False)
+            sys.stderr = open(2, 'w', encoding='utf-8', errors='replace', buffering=1, closefd=False)
+            for sig in blocked:
+                signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            preexec()
+            os.environ[SHARD_ENV] = str(launcher)
+            code = shard_main(RunConfig.from_json(shard_cfg.to_json()))
+        except BaseException as e:          # one line, as a shard interpreter would print it
+            try:
+                os.write(2, f'error: the shard process stopped: {type(e).__name__}\n'.encode())
+            except OSError:
+                pass
+        finally:
+            try:
+                logging.shutdown()
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    os.close(out_w)
+    os.close(err_w)
+    return _ForkedShard(pid, os.fdopen(out_r, 'r', encoding='utf-8', errors='replace'),
+                        os.fdopen(err_r, 'r', encoding='utf-8', errors='replace'))
 
 
 def prepare_source_only(job):

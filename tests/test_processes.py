@@ -29,8 +29,12 @@ def contents(db):
         c.close()
 
 
-@pytest.mark.parametrize('kind', ['table', 'folder'])
-def test_shard_processes_write_what_one_process_writes(tmp_path, capsys, kind):
+@pytest.mark.parametrize('kind, start', [('table', 'fork'), ('folder', 'fork'), ('table', 'spawn')])
+def test_shard_processes_write_what_one_process_writes(tmp_path, capsys, monkeypatch, kind, start):
+    """Forked from the launcher (Linux, the default) or started as new interpreters: the same rows, counts and
+    files as one process."""
+    import pipeline.orchestrate as orchestrate
+    monkeypatch.setattr(orchestrate, '_FORK_SHARDS', start == 'fork')
     if kind == 'table':
         write_sqlite_source(str(tmp_path / 'src.db'), 160, seed=31)
         source = f'sqlite:///{tmp_path}/src.db'
@@ -67,3 +71,18 @@ def test_processes_refuses_what_it_cannot_split(tmp_path, capsys):
     rc = cli(['run', '--contract', 'credit_app', '--source', f'sqlite:///{tmp_path}/src.db', '--target',
               f'sqlite:///{tmp_path}/t.db', '--processes', '2', '--limit', '5'])
     assert rc == 2 and '--limit' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('start', ['fork', 'spawn'])
+def test_each_shards_log_lines_reach_the_launchers_stderr_prefixed(tmp_path, capsys, monkeypatch, start):
+    import pipeline.orchestrate as orchestrate
+    monkeypatch.setattr(orchestrate, '_FORK_SHARDS', start == 'fork')
+    write_sqlite_source(str(tmp_path / 'src.db'), 20, seed=5)
+    assert cli(['run', '--contract', 'credit_app', '--source', f'sqlite:///{tmp_path}/src.db', '--tables',
+                'credit_app_tables', '--create-tables', '--target', f'sqlite:///{tmp_path}/t.db', '--processes', '2',
+                '--log-level', 'INFO']) == 0
+    cap = capsys.readouterr()
+    for i in (0, 1):
+        assert any(ln.startswith(f'[shard {i}] ') and 'source: table' in ln for ln in cap.err.splitlines()), \
+            cap.err[-2000:]
+    assert summary_counts(cap.out)[0] == 20 and cap.out.count('SUMMARY') == 1   # one summary, the launcher's
