@@ -552,7 +552,6 @@ def run(cfg: RunConfig, shard_main=None) -> int:
 def run_processes(cfg: RunConfig, shard_main=None) -> int:
     """--processes N: N shard processes on this machine, each running this configuration for one shard (app_id
     hash for table sources, every N-th file for folders); one summary."""
-    import subprocess
     import tempfile
     n = cfg.processes
     job = Job(cfg.replace(processes=1))
@@ -569,25 +568,19 @@ def run_processes(cfg: RunConfig, shard_main=None) -> int:
     forward = _ForwardSignals(procs)
     shard_cfgs = []
     with forward:
-        for i in range(n):
-            if forward.received is not None:
-                break
-            shard = job.cfg.replace(
-                read=job.cfg.read._replace(shard_count=n, shard_index=i), create_tables=False,
-                session_id=job.session, summary_json=os.path.join(work, f's{i}.json'), report=None,
-                metrics_json=os.path.join(work, f'm{i}.json') if cfg.metrics_json else None,
-                status=os.path.join(work, f'status{i}.jsonl') if cfg.status else None,
-                dead_letter=os.path.join(work, f'dead{i}.jsonl') if cfg.dead_letter else None)
-            shard_cfgs.append(shard)
-            if _FORK_SHARDS and shard_main is not None:
-                procs.append(_fork_shard(shard, shard_main, preexec, procs))
-                continue
-            path = os.path.join(work, f'config{i}.json')
-            with open(path, 'w', encoding='utf-8') as f:
-                f.write(shard.to_json())
-            procs.append(subprocess.Popen([sys.executable, '-m', 'pipeline.shard', path],
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                          preexec_fn=preexec, env={**os.environ, SHARD_ENV: str(os.getpid())}))
+        try:
+            _start_shards(job, cfg, n, work, shard_main, preexec, procs, shard_cfgs, forward)
+        except BaseException:
+            # a shard that could not start (fork or exec refused): the ones already running stop and are waited
+            # for, so that none is left writing after the launcher reports the error
+            for p in procs:
+                forward._send(p, signal.SIGTERM)
+            for p in procs:
+                p.wait()
+            import shutil
+            shutil.rmtree(work, ignore_errors=True)
+            job.close()
+            raise
         log.info('%d shard processes started (session %s), target %s', len(procs), job.session, job.sink.display)
 
         def relay(i, stream):
@@ -644,42 +637,86 @@ _FORK_SHARDS = hasattr(os, 'fork') and sys.platform.startswith('linux') and \
 
 
 class _ForkedShard:
-    """A forked shard process, with the part of subprocess.Popen's interface that run_processes uses."""
+    """A forked shard process, with the part of subprocess.Popen's interface that run_processes uses. The signal
+    handler polls while the main thread may be waiting on the same child: whichever reaps it records the status,
+    the other finds it recorded (waitpid's ECHILD)."""
 
     def __init__(self, pid, stdout, stderr):
         self.pid, self.stdout, self.stderr, self.returncode = pid, stdout, stderr, None
 
-    def poll(self):
+    def _reap(self, flags):
         if self.returncode is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
+            try:
+                pid, status = os.waitpid(self.pid, flags)
+            except ChildProcessError:           # reaped meanwhile by the other caller
+                if self.returncode is None:
+                    self.returncode = EXIT_STOPPED
+                return self.returncode
+            if pid and self.returncode is None:
                 self.returncode = os.waitstatus_to_exitcode(status)
         return self.returncode
 
+    def poll(self):
+        return self._reap(os.WNOHANG)
+
     def wait(self):
-        if self.returncode is None:
-            _, status = os.waitpid(self.pid, 0)
-            self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
+        return self._reap(0)
 
 
-def _fork_shard(shard_cfg, shard_main, preexec, siblings) -> _ForkedShard:
-    """Fork one shard process running `shard_main(shard_cfg)`, its stdout and stderr piped to the launcher. The launcher has
-    no other thread at this point (the relays start after the last fork) and holds no transaction open; the child
-    opens its own connections, never touches the launcher's, and leaves by os._exit (no atexit handler, no
-    finally block of the launcher's, no close of an inherited connection runs in it)."""
+def _start_shards(job, cfg, n, work, shard_main, preexec, procs, shard_cfgs, forward):
+    """Start the N shard processes (forked, or new interpreters given their configuration file); a signal that
+    arrives meanwhile stops the starting and reaches every shard already started."""
+    import subprocess
+    for i in range(n):
+        if forward.received is not None:
+            break
+        shard = job.cfg.replace(
+            read=job.cfg.read._replace(shard_count=n, shard_index=i), create_tables=False,
+            session_id=job.session, summary_json=os.path.join(work, f's{i}.json'), report=None,
+            metrics_json=os.path.join(work, f'm{i}.json') if cfg.metrics_json else None,
+            status=os.path.join(work, f'status{i}.jsonl') if cfg.status else None,
+            dead_letter=os.path.join(work, f'dead{i}.jsonl') if cfg.dead_letter else None)
+        shard_cfgs.append(shard)
+        if _FORK_SHARDS and shard_main is not None:
+            _fork_shard(shard, shard_main, preexec, procs)
+        else:
+            path = os.path.join(work, f'config{i}.json')
+            with open(path, 'w', encoding='utf-8') as f:
+                f.write(shard.to_json())
+            procs.append(subprocess.Popen([sys.executable, '-m', 'pipeline.shard', path],
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                          preexec_fn=preexec, env={**os.environ, SHARD_ENV: str(os.getpid())}))
+        forward.catch_up()
+
+
+def _fork_shard(shard_cfg, shard_main, preexec, procs) -> None:
+    """Fork one shard process running `shard_main(shard_cfg)`, its stdout and stderr piped to the launcher, and
+    append it to `procs` before a signal can be handled (they stay blocked until then, and the child is put in its
+    own process group by both sides, so that the launcher's forwarding reaches it from the first instant). The
+    launcher has no other thread at this point (the relays start after the last fork) and holds no transaction
+    open; the child opens its own connections, never touches the launcher's, and leaves by os._exit (no atexit
+    handler, no finally block of the launcher's, no close of an inherited connection runs in it)."""
     launcher = os.getpid()
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    sys.stdout.flush()
-    sys.stderr.flush()
     blocked = set(StopOnSignals.SIGNALS)
+    fds = []
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)     # no launcher handler runs in the child
-    pid = os.fork()
+    try:
+        out_r, out_w = os.pipe()
+        fds += [out_r, out_w]
+        err_r, err_w = os.pipe()
+        fds += [err_r, err_w]
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        raise
     if pid == 0:
         code = EXIT_STOPPED
         try:
-            for sib in siblings:                                      # the other shards' pipes are not ours
+            for sib in procs:                                         # the other shards' pipes are not ours
                 for f in (sib.stdout, sib.stderr):
                     try:
                         os.close(f.fileno())
@@ -696,8 +733,8 @@ def _fork_shard(shard_cfg, shard_main, preexec, siblings) -> _ForkedShard:
             sys.stderr = open(2, 'w', encoding='utf-8', errors='replace', buffering=1, closefd=False)
             for sig in blocked:
                 signal.signal(sig, signal.SIG_DFL)
-            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
             preexec()
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
             os.environ[SHARD_ENV] = str(launcher)
             code = shard_main(RunConfig.from_json(shard_cfg.to_json()))
         except BaseException as e:          # one line, as a shard interpreter would print it
@@ -712,11 +749,17 @@ def _fork_shard(shard_cfg, shard_main, preexec, siblings) -> _ForkedShard:
                 sys.stderr.flush()
             finally:
                 os._exit(code)
-    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-    os.close(out_w)
-    os.close(err_w)
-    return _ForkedShard(pid, os.fdopen(out_r, 'r', encoding='utf-8', errors='replace'),
-                        os.fdopen(err_r, 'r', encoding='utf-8', errors='replace'))
+    try:
+        try:
+            os.setpgid(pid, pid)          # as the child does: whichever runs first, killpg reaches it
+        except OSError:
+            pass
+        os.close(out_w)
+        os.close(err_w)
+        procs.append(_ForkedShard(pid, os.fdopen(out_r, 'r', encoding='utf-8', errors='replace'),
+                                  os.fdopen(err_r, 'r', encoding='utf-8', errors='replace')))
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
 
 def prepare_source_only(job):
@@ -778,17 +821,29 @@ class _ForwardSignals:
 
     def __init__(self, procs):
         self.procs, self.received, self.previous = procs, None, {}
+        self.signalled = set()          # pids that got the first signal
+
+    def _send(self, p, signum):
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signum)
+            except (ProcessLookupError, PermissionError):
+                pass
+        self.signalled.add(p.pid)
 
     def _handler(self, signum, frame):
         if self.received is None:
             self.received = signum
             os.write(2, f'{signal.Signals(signum).name} received: stopping the shard processes\n'.encode())
-        for p in self.procs:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signum)
-                except (ProcessLookupError, PermissionError):
-                    pass
+        for p in list(self.procs):
+            self._send(p, signum)
+
+    def catch_up(self):
+        """A shard started while (or after) the signal was handled gets it too: it was not in the list then."""
+        if self.received is not None:
+            for p in list(self.procs):
+                if p.pid not in self.signalled:
+                    self._send(p, self.received)
 
     def __enter__(self):
         for sig in StopOnSignals.SIGNALS:

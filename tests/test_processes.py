@@ -86,3 +86,99 @@ def test_each_shards_log_lines_reach_the_launchers_stderr_prefixed(tmp_path, cap
         assert any(ln.startswith(f'[shard {i}] ') and 'source: table' in ln for ln in cap.err.splitlines()), \
             cap.err[-2000:]
     assert summary_counts(cap.out)[0] == 20 and cap.out.count('SUMMARY') == 1   # one summary, the launcher's
+
+
+def _table_source(tmp_path, n=200):
+    write_sqlite_source(str(tmp_path / 'src.db'), n, seed=9)
+    return ['run', '--contract', 'credit_app', '--source', f'sqlite:///{tmp_path}/src.db', '--tables',
+            'credit_app_tables', '--create-tables', '--target', f'sqlite:///{tmp_path}/t.db', '--processes', '2']
+
+
+@pytest.mark.parametrize('when', ['after', 'before'])
+def test_a_signal_while_the_shards_start_reaches_every_shard_started(tmp_path, capsys, monkeypatch, when):
+    """SIGTERM just after the first shard was forked (no second shard is started), or while it is being forked
+    (it is not in the launcher's list yet when the handler runs): every shard started stops; none migrates its
+    whole share unnoticed, and the run reports the interruption (143)."""
+    import os
+    import signal
+    import pipeline.orchestrate as orchestrate
+    real = orchestrate._fork_shard
+    started = []
+
+    def fork_then_signal(*a):
+        if when == 'before':
+            os.kill(os.getpid(), signal.SIGTERM)
+        real(*a)
+        started.append(a[-1][-1].pid)
+        if when == 'after':
+            os.kill(os.getpid(), signal.SIGTERM)
+    monkeypatch.setattr(orchestrate, '_fork_shard', fork_then_signal)
+    assert cli(_table_source(tmp_path, 400)) == 143
+    cap = capsys.readouterr()
+    read = summary_counts(cap.out)[0]
+    assert len(started) == 1 and read < 400 // 2 - 20, (started, read, cap.err[-1500:])
+
+
+def test_a_forked_shard_reaped_by_another_caller_reports_instead_of_raising():
+    """The launcher's signal handler polls while its main thread waits on the same child: the second to reap it
+    finds the status recorded (waitpid raises ECHILD then), never an exception."""
+    import os
+    from pipeline.orchestrate import _ForkedShard
+    pid = os.fork()
+    if pid == 0:
+        os._exit(3)
+    shard = _ForkedShard(pid, None, None)
+    import time
+    while shard.poll() is None:         # the handler's poll reaps it
+        time.sleep(0.01)
+    assert shard.wait() == 3 and shard.poll() == 3
+    pid = os.fork()
+    if pid == 0:
+        os._exit(4)
+    other = _ForkedShard(pid, None, None)
+    os.waitpid(pid, 0)                   # reaped elsewhere: the status is lost, the shard counts as failed
+    assert other.wait() == 1
+
+
+def test_a_shard_that_cannot_be_started_stops_the_ones_running(tmp_path, capsys, monkeypatch):
+    """The second fork refused: the first shard is stopped and waited for (not left writing), the signal mask and
+    the launcher's pipes are as before, one error line."""
+    import os
+    import signal
+    import pipeline.orchestrate as orchestrate
+    real_fork, calls = os.fork, []
+
+    def failing_fork():
+        calls.append(1)
+        if len(calls) == 2:
+            raise BlockingIOError(11, 'Resource temporarily unavailable')
+        return real_fork()
+    fds_before = len(os.listdir('/proc/self/fd'))
+    monkeypatch.setattr(orchestrate.os, 'fork', failing_fork)
+    assert cli(_table_source(tmp_path, 200)) == 1
+    monkeypatch.setattr(orchestrate.os, 'fork', real_fork)
+    cap = capsys.readouterr()
+    assert [ln for ln in cap.err.splitlines() if ln.startswith('error:')], cap.err[-1500:]
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == set()
+    assert len(os.listdir('/proc/self/fd')) <= fds_before
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)       # the started shard was waited for: no child is left
+
+
+def test_every_row_of_a_sqlite_source_is_read_by_exactly_one_shard_app_ids_that_are_no_integer_too(tmp_path, capsys):
+    """A row whose app_id is text is read (and dead-lettered or migrated) by one shard, as by one process; before,
+    no shard read it and the run did not say so."""
+    write_sqlite_source(str(tmp_path / 'gen.db'), 30, seed=4)
+    rows = sqlite3.connect(str(tmp_path / 'gen.db')).execute('SELECT app_id, xml FROM app_xml').fetchall()
+    c = sqlite3.connect(str(tmp_path / 'src.db'))
+    c.execute('CREATE TABLE app_xml (app_id INTEGER, xml TEXT)')      # not the key: any value fits
+    c.executemany('INSERT INTO app_xml VALUES (?, ?)', rows + [('abc', '<Provenir/>')])
+    c.commit()
+    c.close()
+    base = ['run', '--contract', 'credit_app', '--source', f'sqlite:///{tmp_path}/src.db', '--tables',
+            'credit_app_tables', '--create-tables']
+    cli([*base, '--target', f'sqlite:///{tmp_path}/one.db'])
+    one = summary(capsys)
+    cli([*base, '--target', f'sqlite:///{tmp_path}/two.db', '--processes', '2'])
+    two = summary(capsys)
+    assert one[0] == two[0] == 31 and one == two

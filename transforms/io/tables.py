@@ -189,8 +189,9 @@ def plan_partitions(spec: TableSpec, opts: ReadOptions, chunk_docs=None):
             chunks = _plan_ids(cur, q, opts, chunk_docs)
             return [p for parts, _ in chunks for p in parts], sum(n for _, n in chunks), chunks, unique
         misfits = []
+        # (read by the first shard only when sharded: every row of the table is read by exactly one shard)
         if q.has_misfits and opts.app_id_start is None and opts.app_id_end is None \
-                and not opts.shard_count and opts.limit is None:
+                and (not opts.shard_count or opts.shard_index == 0) and opts.limit is None:
             cur.execute(q.misfits('COUNT(*)')[0])
             n_misfits = int(cur.fetchone()[0])
             if n_misfits:
