@@ -329,6 +329,13 @@ ON_PATH = [second_application, second_custdata, second_request,
            hidden_tags_then_second_application, application_deep_then_second_application]
 
 
+def _documents_with_a_rest():
+    """Generated documents that map and have a rest after the application with a </Request> in it (never none)."""
+    docs = [x for _, x in DOCS[:25] if APP_END in x and '</Request>' in x and same(x)[0] == 'ok']
+    assert docs
+    return docs
+
+
 def _needs_tree(xml):
     from transforms.parse import _rel_steps, _tail_needs_tree
     data = xml.encode('utf-8')
@@ -340,9 +347,7 @@ def _needs_tree(xml):
 def test_elements_named_like_the_path_but_off_it_leave_the_rest_to_the_cheap_check(mutate):
     """The rest of such a document is only checked, not built into a tree (bureau blocks quote the request), and
     the rows are those of the whole tree."""
-    for _, x in DOCS[:25]:
-        if APP_END not in x or '</Request>' not in x or same(x)[0] != 'ok':
-            continue
+    for x in _documents_with_a_rest():
         y = mutate(x)
         assert not _needs_tree(y)
         assert same(y) == same(x)
@@ -350,9 +355,7 @@ def test_elements_named_like_the_path_but_off_it_leave_the_rest_to_the_cheap_che
 
 @pytest.mark.parametrize('mutate', ON_PATH, ids=lambda f: f.__name__)
 def test_an_element_on_the_path_after_the_stop_element_takes_the_whole_tree(mutate):
-    for _, x in DOCS[:25]:
-        if APP_END not in x or '</Request>' not in x or same(x)[0] != 'ok':
-            continue
+    for x in _documents_with_a_rest():
         y = mutate(x)
         assert _needs_tree(y)
         a = same(y)

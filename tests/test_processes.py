@@ -73,25 +73,22 @@ def test_processes_refuses_what_it_cannot_split(tmp_path, capsys):
     assert rc == 2 and '--limit' in capsys.readouterr().err
 
 
+def _table_source(tmp_path, n=200):
+    write_sqlite_source(str(tmp_path / 'src.db'), n, seed=9)
+    return ['run', '--contract', 'credit_app', '--source', f'sqlite:///{tmp_path}/src.db', '--tables',
+            'credit_app_tables', '--create-tables', '--target', f'sqlite:///{tmp_path}/t.db', '--processes', '2']
+
+
 @pytest.mark.parametrize('start', ['fork', 'spawn'])
 def test_each_shards_log_lines_reach_the_launchers_stderr_prefixed(tmp_path, capsys, monkeypatch, start):
     import pipeline.orchestrate as orchestrate
     monkeypatch.setattr(orchestrate, '_FORK_SHARDS', start == 'fork')
-    write_sqlite_source(str(tmp_path / 'src.db'), 20, seed=5)
-    assert cli(['run', '--contract', 'credit_app', '--source', f'sqlite:///{tmp_path}/src.db', '--tables',
-                'credit_app_tables', '--create-tables', '--target', f'sqlite:///{tmp_path}/t.db', '--processes', '2',
-                '--log-level', 'INFO']) == 0
+    assert cli(_table_source(tmp_path, 20) + ['--log-level', 'INFO']) == 0
     cap = capsys.readouterr()
     for i in (0, 1):
         assert any(ln.startswith(f'[shard {i}] ') and 'source: table' in ln for ln in cap.err.splitlines()), \
             cap.err[-2000:]
     assert summary_counts(cap.out)[0] == 20 and cap.out.count('SUMMARY') == 1   # one summary, the launcher's
-
-
-def _table_source(tmp_path, n=200):
-    write_sqlite_source(str(tmp_path / 'src.db'), n, seed=9)
-    return ['run', '--contract', 'credit_app', '--source', f'sqlite:///{tmp_path}/src.db', '--tables',
-            'credit_app_tables', '--create-tables', '--target', f'sqlite:///{tmp_path}/t.db', '--processes', '2']
 
 
 @pytest.mark.parametrize('when', ['after', 'before'])

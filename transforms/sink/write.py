@@ -140,9 +140,9 @@ class WriteToSql(beam.PTransform):
     children first, in one transaction per batch of documents] -> per FK tier: explode to ((table, shard),
     RowGroup) in micro-batches of up to 50 documents, dropping the documents that failed in an earlier tier (side
     inputs of the earlier tiers' failures: the barrier) -> GroupIntoBatches (about batch_size documents per batch),
-    keyed by (table, shard) so that a table is written by up to `shards` workers at a time -> WriteBatchesFn (one connection per bundle). Outcomes: CoGroupByKey(app_id) of
-    every document's summary with all failures; a document that failed after some tier had written it has those
-    rows removed again (compensation)."""
+    keyed by (table, shard) so that a table is written by up to `shards` workers at a time -> WriteBatchesFn (one
+    connection per bundle). Outcomes: CoGroupByKey(app_id) of every document's summary with all failures; a
+    document that failed after some tier had written it has those rows removed again (compensation)."""
 
     def __init__(self, target_url: str, metas: Dict[str, TableMeta], tiers: Sequence[Sequence[str]],
                  batch_size: int = 500, dialect: Optional[str] = None, retry: RetryPolicy = RetryPolicy(),
