@@ -4,9 +4,9 @@
   partitioned read like Beam's JdbcIO `readWithPartitions`: the app_id range is split into N partitions at launch
   (from min/max), the partitions are reshuffled, and each is read with its own connection and keyset pagination
   (`app_id > last ORDER BY app_id`), never OFFSET. Sharding (a hash of the app_id: `sources.shard_sql`) is applied
-  in the query. Resume is per page: the page is first read as app_ids and looked up in the target's processing_log; the source database computes the
-  content hash (sha256 of the XML text) of the ones already `success`; only documents not yet `success`, or whose
-  hash changed, have their XML read.
+  in the query. Resume is per page: the page is first read as app_ids and looked up in the target's
+  processing_log; the source database computes the content hash (sha256 of the XML text) of the ones already
+  `success`; only documents not yet `success`, or whose hash changed, have their XML read.
 
 (About 460 lines on purpose: planning (bounds, partitions, chunks, misfit ids), the checks of the source and the
 partitioned, resumable reader share one table spec and one connection discipline.)
