@@ -186,7 +186,7 @@ class RunConfig:
             # Options that only a table source reads are an error here, given with any value (even the
             # default's): an option that is silently ignored makes an operator believe the run is restricted.
             for flag, v in (('--app-id-start', read.app_id_start), ('--app-id-end', read.app_id_end),
-                            ('--app-ids', g('app_ids')), ('--only-failed', g('only_failed') or None),
+                            ('--app-ids', g('app_ids')),
                             ('--source-table', g('source_table')), ('--source-column', g('source_column')),
                             ('--partitions', g('partitions')), ('--fetch-size', g('fetch_size'))):
                 if v is not None:

@@ -112,8 +112,10 @@ def _resume(g):
     g.add_argument('--no-resume', dest='resume', action='store_false',
                    help='Process every document again (rows are replaced, nothing is duplicated).')
     g.add_argument('--only-failed', dest='only_failed', action='store_true', default=False,
-                   help='Read only the documents whose latest processing_log status is failed (table sources only: '
-                        'their app_ids are selected from processing_log before any XML is read).')
+                   help='Read only the documents that failed: of a table source, the app_ids whose latest '
+                        'processing_log status is failed (selected before any XML is read); of a folder of files, the '
+                        'files the target\'s dead_letter table holds now (a file whose document succeeded since has '
+                        'no dead_letter row). Not for one file of many documents.')
 
 
 def _tuning(g, sink=True):

@@ -264,11 +264,20 @@ def _select_documents(cfg: RunConfig, schema):
     if not cfg.only_failed:
         return read
     from transforms.sql.ledger import Ledger
+    from transforms.sql.targets import parse_target
+    table = 'processing_log' if cfg.source_is_table else 'dead_letter'
+    nothing_ran = ConfigError(f'--only-failed: the target has no {table} table, so no run has failed into it yet '
+                              '(check --target; a first run goes without --only-failed)')
+    path = parse_target(cfg.target, dialect=cfg.dialect).sqlite_path
+    if path and not path.startswith(':') and not path.startswith('file:') and not os.path.exists(path):
+        raise nothing_ran                   # (opening it would create an empty database file)
     try:
         ledger = Ledger.open(cfg.target, schema, cfg.dialect)
     except Exception as e:
         raise ConfigError(f'--only-failed: cannot read processing_log of the target: {e}') from None
     try:
+        if not ledger.has_table(table):
+            raise nothing_ran
         if cfg.source_is_table:
             ids = ledger.failed_app_ids()
             log.info('--only-failed: %d documents are failed in processing_log', len(ids))

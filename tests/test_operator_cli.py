@@ -459,7 +459,6 @@ def folder(tmp_path_factory):
     (['--app-id-start', '5'], '--app-id-start'),
     (['--app-id-end', '5'], '--app-id-end'),
     (['--app-ids', 'ids.txt'], '--app-ids'),
-    (['--only-failed'], '--only-failed'),
     (['--source-table', 't'], '--source-table'),
     (['--source-column', 'c'], '--source-column'),
     (['--partitions', '8'], '--partitions'),            # the default value, given: still an error
@@ -487,3 +486,29 @@ def test_options_that_do_not_apply_to_a_table_or_a_container_file_are_an_error(t
     rc, _, err = _cli(capsys, 'run', '--contract', 'credit_app', '--source', str(export), '--target',
                       f'sqlite:///{tmp_path}/t.db', '--shard-count', '2', '--shard-index', '0')
     assert rc == 2 and error_lines(err) == [err.strip()] and 'sharded' in err
+    # --only-failed reads the failed files of a folder again; one file of many documents is read whole
+    assert _cli(capsys, 'create-tables', '--tables', 'credit_app_tables', '--target', f'sqlite:///{tmp_path}/t.db',
+                '--contract', 'credit_app')[0] == 0
+    rc, out, err = _cli(capsys, 'run', '--contract', 'credit_app', '--source', str(export), '--target',
+                        f'sqlite:///{tmp_path}/t.db', '--only-failed')
+    assert rc == 2 and len(error_lines(err)) == 1 and 'one file of many documents' in err, err
+    assert 'SUMMARY' not in out
+
+
+@pytest.mark.parametrize('source', ['table', 'folder'])
+def test_only_failed_into_a_target_nothing_ran_into_is_a_clear_error(tmp_path, capsys, source):
+    src = good_source(tmp_path, 3) if source == 'table' else str(tmp_path)
+    if source == 'folder':
+        (tmp_path / '1.xml').write_text('<Provenir><Request ID="1"/></Provenir>')
+    db = tmp_path / 'fresh.db'
+    rc, out, err = _cli(capsys, 'run', '--contract', 'credit_app', '--source', src, '--target', f'sqlite:///{db}',
+                        '--only-failed', '--progress-seconds', '0')
+    table = 'processing_log' if source == 'table' else 'dead_letter'
+    assert rc == 2 and error_lines(err) == [err.strip().splitlines()[-1]], err
+    assert f'--only-failed: the target has no {table} table' in err and 'SUMMARY' not in out, err
+    assert not db.exists()                                   # no empty database file left behind
+    sqlite3.connect(db).close()                              # an empty database: no such table either
+    rc, out, err = _cli(capsys, 'run', '--contract', 'credit_app', '--source', src, '--target', f'sqlite:///{db}',
+                        '--only-failed', '--progress-seconds', '0')
+    assert rc == 2 and f'--only-failed: the target has no {table} table' in err, err
+

@@ -189,6 +189,63 @@ def test_only_failed_reruns_exactly_the_failed_documents_and_reads_no_other_xml(
     assert contents(main) == after
 
 
+def _folder(path, docs):
+    path.mkdir(exist_ok=True)
+    for f in path.glob('*.xml'):
+        f.unlink()
+    for a, xml in docs.items():
+        (path / f'{a}.xml').write_text(xml, encoding='utf-8')
+    return str(path)
+
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_only_failed_of_a_folder_reads_exactly_the_files_dead_letter_holds(tmp_path, targets, kind):
+    docs, poisoned = corpus(24, seed=33, broken=0.2)
+    main = targets(kind, 'off_main')
+    folder = tmp_path / 'docs'
+    p = pipeline('run', '--contract', main.contract, '--source', _folder(folder, docs), '--target', main.url,
+                 '--tables', 'credit_app_tables', '--create-tables', '--progress-seconds', '0',
+                 '--max-dead-letter-rate', '1')
+    assert p.returncode == 0, p.stderr[-2000:]
+    read, written, dead, _ = summary_counts(p.stdout)
+    assert read == 24 and dead >= 3 and written == read - dead
+    failed_files = sorted(main.rows(f'SELECT source FROM {main.t("dead_letter")}'))
+    assert len(failed_files) == dead and (f'{poisoned}.xml',) in failed_files
+
+    # fix one failed document (not the poisoned one); every document that succeeded becomes unreadable garbage:
+    # a run that read any of them would dead-letter it and delete its rows
+    fixed = next(int(f[0][:-4]) for f in failed_files if f[0] != f'{poisoned}.xml')
+    corrected = {**docs, fixed: good_version(fixed, seed=33)}
+    reference = targets(kind, 'off_ref')
+    p = pipeline('run', '--contract', reference.contract, '--source', _folder(tmp_path / 'ref', corrected),
+                 '--target', reference.url, '--tables', 'credit_app_tables', '--create-tables',
+                 '--progress-seconds', '0', '--max-dead-letter-rate', '1')
+    assert p.returncode == 0, p.stderr[-2000:]
+    done = {f'{a}.xml' for a in docs} - {f[0] for f in failed_files}
+    _folder(folder, {a: (xml if f'{a}.xml' not in done else '<garbage') for a, xml in corrected.items()})
+
+    p = pipeline('run', '--contract', main.contract, '--source', str(folder), '--target', main.url,
+                 '--progress-seconds', '0', '--max-dead-letter-rate', '1', '--only-failed', '--processes', '2')
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert summary_counts(p.stdout)[:3] == (dead, 1, dead - 1), p.stdout
+    per_shard = re.findall(r'--only-failed: (\d+) of the (\d+) files of the source are in dead_letter', p.stderr)
+    # the launcher's count of the whole source, then each shard's of its share
+    assert per_shard[0] == (str(dead), '24') and len(per_shard) == 3, per_shard
+    assert [sum(int(x) for x in col) for col in zip(*per_shard[1:])] == [dead, 24], per_shard
+    assert contents(main) == contents(reference)
+    left = sorted(main.rows(f'SELECT source FROM {main.t("dead_letter")}'))
+    assert left == [f for f in failed_files if f[0] != f'{fixed}.xml']
+
+    # nothing failed any more but the documents that stay broken; with none failed, a run reads nothing
+    for f in left:
+        (folder / f[0]).unlink()
+    p = pipeline('run', '--contract', main.contract, '--source', str(folder), '--target', main.url,
+                 '--progress-seconds', '0', '--only-failed')
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert summary_counts(p.stdout)[:3] == (0, 0, 0), p.stdout
+    assert '--only-failed: 0 of the' in p.stderr
+
+
 @pytest.mark.parametrize('kind', KINDS)
 def test_app_ids_runs_exactly_the_listed_documents_and_reads_no_other_xml(tmp_path, targets, kind):
     docs = dict(generate_documents(25, seed=8, broken_fraction=0))

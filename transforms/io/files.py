@@ -73,15 +73,15 @@ class FileSource:
         self.root = _root if _root is not None else _common_root(self.paths)
         self.chunk_docs = chunk_docs
         self.resume = resume          # (target url, schema, dialect): skip documents done in this version
-        if not self.paths:
+        if not self.paths and _paths is None:
             raise SourceError(f'no .xml files found at {pattern!r}')
 
     def only(self, sources):
         """This source restricted to the documents whose source reference is in `sources` (--only-failed)."""
         want = set(sources)
         paths = [p for p in self.paths if (os.path.relpath(p, self.root) if self.root else p) in want]
-        if not paths:
-            raise SourceError('--only-failed: no file of the source is failed in the dead_letter table')
+        log.info('--only-failed: %d of the %d files of the source are in dead_letter', len(paths), len(self.paths))
+        # none failed: a run that reads nothing (as a table source's --only-failed with no failed app_id)
         return FileSource(self.pattern, chunk_docs=self.chunk_docs, _paths=paths, _root=self.root,
                           resume=self.resume)
 
