@@ -239,8 +239,10 @@ class RecordOutcomes(beam.PTransform):
                     | 'AllOutcomes' >> beam.Flatten())
         if self.sink is not None:
             from transforms.sink import WriteLedger
+            read = self.cfg.read
             outcomes | 'Ledger' >> WriteLedger(self.cfg.target, self.sink.schema, self.session_id,
-                                               dialect=self.sink.dialect, owned=(self.sink.metas, self.sink.tiers))
+                                               dialect=self.sink.dialect, owned=(self.sink.metas, self.sink.tiers),
+                                               app_id_range=(read.app_id_start, read.app_id_end))
         return outcomes
 
 

@@ -512,3 +512,29 @@ def test_only_failed_into_a_target_nothing_ran_into_is_a_clear_error(tmp_path, c
                         '--only-failed', '--progress-seconds', '0')
     assert rc == 2 and f'--only-failed: the target has no {table} table' in err, err
 
+
+@pytest.mark.slow
+def test_processing_log_records_the_app_id_range_of_the_run(tmp_path, capsys):
+    """SPEC §5.5: each processing_log row carries the run's app_id_start / app_id_end (NULL when not given, and for
+    a bound the int column cannot hold)."""
+    src = good_source(tmp_path, 12)
+    ids = sorted(r[0] for r in sqlite3.connect(src[len('sqlite:///'):]).execute('SELECT app_id FROM app_xml'))
+    db = tmp_path / 't.db'
+
+    def run(*flags):
+        rc, out, err = _cli(capsys, 'run', '--contract', 'credit_app', '--source', src, '--target', f'sqlite:///{db}',
+                            '--tables', 'credit_app_tables', '--create-tables', '--progress-seconds', '0', *flags)
+        assert rc == 0, err
+        conn = sqlite3.connect(db)
+        try:
+            return {a: (s, e) for a, s, e in conn.execute('SELECT app_id, app_id_start, app_id_end FROM processing_log')}
+        finally:
+            conn.close()
+
+    lo, hi = ids[2], ids[6]
+    got = run('--app-id-start', str(lo), '--app-id-end', str(hi))
+    assert got == {a: (lo, hi) for a in ids if lo <= a <= hi}
+    got = run('--app-id-start', str(ids[7]), '--app-id-end', str(10 ** 12))
+    assert {a: got[a] for a in ids[7:]} == {a: (ids[7], None) for a in ids[7:]}
+    got = run()                                    # the first two: no range given
+    assert got[ids[0]] == got[ids[1]] == (None, None) and got[lo] == (lo, hi) and len(got) == len(ids)

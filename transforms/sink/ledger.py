@@ -80,7 +80,8 @@ def read_unhashed_success_ids(conn, dialect, schema: Optional[str] = None) -> se
     return out
 
 
-LEDGER_COLUMNS = ('app_id', 'status', 'stage', 'failure_reason', 'session_id', 'processing_time', 'content_hash')
+LEDGER_COLUMNS = ('app_id', 'status', 'stage', 'failure_reason', 'session_id', 'processing_time', 'content_hash',
+                  'app_id_start', 'app_id_end')
 DEAD_LETTER_COLUMNS = ('doc_key', 'source', 'app_id', 'stage', 'reason', 'payload', 'session_id', 'attempts',
                        'last_seen_at')
 
@@ -101,9 +102,13 @@ def _outcome_and_hash(item):
 
 
 class _WriteLedgerFn(_ConnPerBundleFn):
-    def __init__(self, target_url, schema, session_id, dialect=None, retry=RetryPolicy(), owned=None):
+    def __init__(self, target_url, schema, session_id, dialect=None, retry=RetryPolicy(), owned=None,
+                 app_id_range=(None, None)):
         super().__init__(target_url, dialect, retry)
         self.schema = schema
+        # the run's --app-id-start / --app-id-end, as SPEC §5.5 records them; a bound the int column cannot hold
+        # (an 'up to 10^12' end) is left NULL rather than failing every ledger row
+        self.app_id_range = tuple(v if v is not None and -2 ** 31 <= v < 2 ** 31 else None for v in app_id_range)
         self.owned = owned          # (metas, tiers) of the written tables: a failed re-migration loses its rows
         self.session_id = None if session_id is None else str(session_id)[:50]
         self.c_rows = Metrics.counter(METRICS_NAMESPACE, 'ledger_rows_written')
@@ -191,7 +196,8 @@ class _WriteLedgerFn(_ConnPerBundleFn):
             o, h = latest[app_id]
             rows.append({'app_id': app_id, 'status': o.status, 'stage': o.stage,
                          'failure_reason': (o.reason or None) and str(o.reason)[:500], 'session_id': self.session_id,
-                         'processing_time': now, 'content_hash': h, '_doc_key': doc_key(o.source)})
+                         'processing_time': now, 'content_hash': h, '_doc_key': doc_key(o.source),
+                         'app_id_start': self.app_id_range[0], 'app_id_end': self.app_id_range[1]})
         n, stale = 0, []
         for part, res, err in w.isolate(rows, lambda cur, part: self._tx(d, cur, part), label='processing_log: '):
             if err is None:
@@ -225,15 +231,18 @@ class WriteLedger(beam.PTransform):
     that an earlier run migrated (success, another session) and whose new version failed loses its old rows
     (children first) right after its failed ledger row is committed. Output: PCollection[int] (rows per batch)."""
 
-    def __init__(self, target_url, schema=None, session_id=None, batch_size=500, dialect=None, owned=None):
+    def __init__(self, target_url, schema=None, session_id=None, batch_size=500, dialect=None, owned=None,
+                 app_id_range=(None, None)):
         super().__init__()
         self.args = (target_url, schema, session_id, dialect)
         self.batch_size = batch_size
         self.owned = owned
+        self.app_id_range = tuple(app_id_range)
 
     def expand(self, outcomes):
         url, schema, session, dialect = self.args
         return (outcomes
                 | 'BatchOutcomes' >> beam.BatchElements(min_batch_size=1, max_batch_size=self.batch_size)
                 | 'WriteProcessingLog' >> beam.ParDo(_WriteLedgerFn(url, schema, session, dialect,
-                                                                    owned=self.owned)))
+                                                                    owned=self.owned,
+                                                                    app_id_range=self.app_id_range)))
