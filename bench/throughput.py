@@ -19,7 +19,8 @@ For each worker count W of --workers (default 1 and 2), side by side in this one
 4. PostgreSQL targets only: the driver's ceiling, the same documents' rows written with plain batched INSERT
    executemany through the same driver (mapping not timed).
 Then: scaling (the largest W against W=1) and memory (an end-to-end run on a corpus --memory-factor times larger,
-its peak RSS against the N run's).
+its peak RSS against the N run's). With --rounds K, steps 1-4 run K times in turn and every rate and ratio is the
+median of its K per-round values (each ratio taken within its round), printed with its range.
 
 Prints a table and writes OUT.json. The corpus is built at run time (see bench/corpus.py); the CC corpus is read
 from ../shared/seed-corpus/cc (skipped with a message when absent). PostgreSQL: `--pg-url odbc:...` or
@@ -568,14 +569,24 @@ def print_table(r):
     goals = [('end to end / parse limit (>= 1.0)', 'ratio_to_parse_limit'),
              ('end to end / no Beam (>= 0.85)', 'ratio_to_no_beam'),
              ('end to end / driver ceiling (>= 0.8, postgresql)', 'ratio_to_write_ceiling')]
+    rounds = r.get('rounds', 1)
+
+    def spread(lo_hi):
+        return f'{lo_hi[0]:.2f}-{lo_hi[1]:.2f}' if lo_hi else '-'
     for label, key in goals:
         vals = [r['by_workers'][w].get(key) for w in ws]
         if any(v is not None for v in vals):
             print(f'  {label:48s} ' + ' '.join(f'{_fmt(v, 2):>10s}' for v in vals))
+            if rounds > 1:
+                print(f"  {'  range over ' + str(rounds) + ' rounds':48s} "
+                      + ' '.join(f"{spread(r['by_workers'][w].get('ranges', {}).get(key)):>10s}" for w in ws))
     if r.get('scaling'):
         sc = r['scaling']
+        rng = sc.get('ranges', {})
         print(f"  two workers / one, end to end (>= 1.8)           {_fmt(sc.get('end_to_end'), 2):>10s}   "
-              f"(no Beam {_fmt(sc.get('no_beam'), 2)}, parse {_fmt(sc.get('parse_full'), 2)})")
+              f"(no Beam {_fmt(sc.get('no_beam'), 2)}, parse {_fmt(sc.get('parse_full'), 2)})"
+              + (f"  range {spread(rng.get('end_to_end'))} (no Beam {spread(rng.get('no_beam'))}, parse "
+                 f"{spread(rng.get('parse_full'))})" if rounds > 1 else ''))
     if r.get('memory'):
         m = r['memory']
         print(f"  peak RSS at {m['factor']}N / N (<= 1.10)                 {_fmt(m['ratio'], 2):>10s}   "
@@ -635,6 +646,10 @@ def main(argv=None):
                     help='extra argument for `python -m pipeline run` (repeatable), e.g. '
                          '--pipeline-arg=--direct_running_mode=in_memory')
     ap.add_argument('--repeat', type=int, default=1, help='end-to-end runs (fresh target each); the median counts')
+    ap.add_argument('--rounds', type=int, default=1,
+                    help='measure everything (end to end, parse limits, no-Beam loop, ceiling, each worker count) '
+                         'this many times in turn, and report each ratio as the median of its per-round values '
+                         'with their range: on a shared machine one round\'s ratios move by +-0.1')
     ap.add_argument('--memory-factor', dest='memory_factor', type=int, default=4,
                     help='also run end to end on a corpus this many times larger (with the largest worker count) '
                          'and compare the peak RSS of the process tree with the N run (default 4; 0: skip)')
@@ -647,8 +662,8 @@ def main(argv=None):
     ap.add_argument('--workdir', default=None, help='keep corpus, targets and logs here (default: a temp dir, '
                     'removed at the end)')
     args = ap.parse_args(argv)
-    if args.docs < 1 or args.repeat < 1 or args.memory_factor < 0:
-        ap.error('--docs and --repeat must be at least 1, --memory-factor at least 0')
+    if args.docs < 1 or args.repeat < 1 or args.rounds < 1 or args.memory_factor < 0:
+        ap.error('--docs, --repeat and --rounds must be at least 1, --memory-factor at least 0')
     if args.corpus == 'cc' and not corpus_mod.cc_available():
         print(f'SKIP: the CC seed corpus is not at {corpus_mod.SEED} (it is read at run time, never copied into '
               f'the repo); run with --corpus generated instead', file=sys.stderr)
@@ -671,48 +686,25 @@ def main(argv=None):
         setup_log = open(os.path.join(workdir, 'setup.log'), 'w')
         batch = args.batch_size or 200
 
-        by_w, all_runs = {}, {}
-        for w in args.workers:
-            e2e, runs, url = _end_to_end(c, args, targets, workdir, setup_log, w, f'e2e_w{w}')
-            e2e['rows_in_target'] = count_rows(url, tables, target_schema_of(url, corpus_mod.contract_path(c)))
-            full = partial = nob = ceiling = None
-            if 'parse' not in args.skip:
-                print(f'parse limits, {w} worker(s) ...', file=sys.stderr)
-                full = parse_limit(c, w, 'full')
-                partial = parse_limit(c, w, 'partial', stop) if stop else None
-            if 'nobeam' not in args.skip:
-                print(f'no-Beam loop, {w} worker(s) ...', file=sys.stderr)
-                url_nb = targets.fresh(f'nobeam_w{w}')
-                create_tables(c.tables, url_nb, setup_log, target_schema_of(url_nb, corpus_mod.contract_path(c)))
-                nob = no_beam(c, url_nb, w, args.parse_mode, batch)
-            if args.target == 'postgresql' and 'ceiling' not in args.skip:
-                print(f'driver ceiling (plain executemany), {w} worker(s) ...', file=sys.stderr)
-                url_c = targets.fresh(f'ceiling_w{w}')
-                create_tables(c.tables, url_c, setup_log, target_schema_of(url_c, corpus_mod.contract_path(c)))
-                ceiling = write_ceiling(c, url_c, w, args.parse_mode, batch)
-            dpm = e2e['docs_per_min']
-            by_w[str(w)] = {
-                'workers': w, 'docs_per_min': dpm, 'rows_per_s': e2e['rows_per_s'], 'peak_rss_mb': e2e['peak_rss_mb'],
-                'parse_only_docs_per_min': full and full['docs_per_min'],
-                'partial_parse_docs_per_min': partial and partial['docs_per_min'],
-                'no_beam_docs_per_min': nob and nob['docs_per_min'],
-                'write_ceiling_docs_per_min': ceiling and ceiling['docs_per_min'],
-                'ratio_to_parse_limit': _ratio(dpm, full and full['docs_per_min']),
-                'ratio_to_partial_parse_limit': _ratio(dpm, partial and partial['docs_per_min']),
-                'ratio_to_no_beam': _ratio(dpm, nob and nob['docs_per_min']),
-                'ratio_to_write_ceiling': _ratio(dpm, ceiling and ceiling['docs_per_min']),
-                'end_to_end': e2e, 'parse_full': full, 'parse_partial': partial, 'no_beam': nob,
-                'write_ceiling': ceiling}
-            all_runs[str(w)] = runs
+        per_round = []
+        for rnd in range(args.rounds):
+            if args.rounds > 1:
+                print(f'== round {rnd + 1}/{args.rounds}', file=sys.stderr)
+            per_round.append(_measure_round(c, args, targets, workdir, setup_log, batch, tables, stop,
+                                            f'r{rnd}_' if args.rounds > 1 else ''))
+        by_w, all_runs = _median_round([b for b, _ in per_round]), per_round[0][1]
+        if args.rounds > 1:
+            all_runs = {w: [run for _, rr in per_round for run in rr[w]] for w in per_round[0][1]}
 
         top = by_w[str(max(args.workers))]
         scaling = None
         if 1 in args.workers and len(args.workers) > 1:
-            one = by_w['1']
-            scaling = {'workers': max(args.workers),
-                       'end_to_end': _ratio(top['docs_per_min'], one['docs_per_min']),
-                       'no_beam': _ratio(top['no_beam_docs_per_min'], one['no_beam_docs_per_min']),
-                       'parse_full': _ratio(top['parse_only_docs_per_min'], one['parse_only_docs_per_min'])}
+            rounds_sc = [_scaling(b, max(args.workers)) for b, _ in per_round]
+            scaling = {'workers': max(args.workers)}
+            for k in ('end_to_end', 'no_beam', 'parse_full'):
+                scaling[k], spread = _median_spread([sc[k] for sc in rounds_sc])
+                if args.rounds > 1:
+                    scaling.setdefault('ranges', {})[k] = spread
         memory = None
         if args.memory_factor > 1:
             k = args.memory_factor
@@ -725,40 +717,123 @@ def main(argv=None):
                       'ratio': _ratio(ebig['peak_rss_mb'], top['peak_rss_mb']),
                       'docs_per_min_kn': ebig['docs_per_min'], 'end_to_end_kn': ebig}
             shutil.rmtree(big_dir, ignore_errors=True)
-
-        e2e = top['end_to_end']
-        res = {
-            'docs': e2e['read'], 'corpus': c.name, 'corpus_mb': round(c.bytes / 2 ** 20, 1),
-            'target': args.target, 'workers_measured': args.workers, 'workers': max(args.workers),
-            'mode': args.mode, 'cores': machine['cores_usable'],
-            'parse_mode': args.parse_mode, 'batch_size': args.batch_size, 'chunk_docs': args.chunk_docs,
-            # the largest worker count's figures at the top level
-            **{key: top[key] for key in ('docs_per_min', 'rows_per_s', 'peak_rss_mb', 'parse_only_docs_per_min',
-                                         'partial_parse_docs_per_min', 'no_beam_docs_per_min',
-                                         'write_ceiling_docs_per_min', 'ratio_to_parse_limit',
-                                         'ratio_to_partial_parse_limit', 'ratio_to_no_beam',
-                                         'ratio_to_write_ceiling')},
-            'rows': e2e['rows'], 'by_workers': by_w, 'scaling': scaling, 'memory': memory,
-            'baseline_docs_per_min': BASELINE_DOCS_PER_MIN,
-            'ratio_to_baseline': round(top['docs_per_min'] / BASELINE_DOCS_PER_MIN, 2),
-            'end_to_end': e2e, 'end_to_end_runs': all_runs,
-            'parse_full': top['parse_full'], 'parse_partial': top['parse_partial'], 'no_beam': top['no_beam'],
-            'machine': machine, 'corpus_build_s': round(build_s, 1),
-            'command': _display_cmd([sys.executable, os.path.relpath(os.path.abspath(__file__), REPO)]
-                                    + list(argv if argv is not None else sys.argv[1:])),
-        }
-        with open(args.json, 'w') as f:
-            json.dump(res, f, indent=2, sort_keys=True)
-        try:
-            print_table(res)
-        except Exception as e:   # the JSON is what counts
-            print(f'(table not printed: {type(e).__name__}: {e})')
-        ok = all(b['end_to_end']['invariant_holds'] for b in by_w.values())
-        return 0 if ok else 1
+        return _finish(args, argv, c, build_s, machine, by_w, all_runs, top, scaling, memory)
     finally:
         targets.cleanup()
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _measure_round(c, args, targets, workdir, setup_log, batch, tables, stop, prefix):
+    """Every measurement once, for each worker count: ({str(W): figures and ratios}, {str(W): end-to-end runs})."""
+    by_w, all_runs = {}, {}
+    for w in args.workers:
+        e2e, runs, url = _end_to_end(c, args, targets, workdir, setup_log, w, f'{prefix}e2e_w{w}')
+        e2e['rows_in_target'] = count_rows(url, tables, target_schema_of(url, corpus_mod.contract_path(c)))
+        full = partial = nob = ceiling = None
+        if 'parse' not in args.skip:
+            print(f'parse limits, {w} worker(s) ...', file=sys.stderr)
+            full = parse_limit(c, w, 'full')
+            partial = parse_limit(c, w, 'partial', stop) if stop else None
+        if 'nobeam' not in args.skip:
+            print(f'no-Beam loop, {w} worker(s) ...', file=sys.stderr)
+            url_nb = targets.fresh(f'{prefix}nobeam_w{w}')
+            create_tables(c.tables, url_nb, setup_log, target_schema_of(url_nb, corpus_mod.contract_path(c)))
+            nob = no_beam(c, url_nb, w, args.parse_mode, batch)
+        if args.target == 'postgresql' and 'ceiling' not in args.skip:
+            print(f'driver ceiling (plain executemany), {w} worker(s) ...', file=sys.stderr)
+            url_c = targets.fresh(f'{prefix}ceiling_w{w}')
+            create_tables(c.tables, url_c, setup_log, target_schema_of(url_c, corpus_mod.contract_path(c)))
+            ceiling = write_ceiling(c, url_c, w, args.parse_mode, batch)
+        dpm = e2e['docs_per_min']
+        by_w[str(w)] = {
+            'workers': w, 'docs_per_min': dpm, 'rows_per_s': e2e['rows_per_s'], 'peak_rss_mb': e2e['peak_rss_mb'],
+            'parse_only_docs_per_min': full and full['docs_per_min'],
+            'partial_parse_docs_per_min': partial and partial['docs_per_min'],
+            'no_beam_docs_per_min': nob and nob['docs_per_min'],
+            'write_ceiling_docs_per_min': ceiling and ceiling['docs_per_min'],
+            'ratio_to_parse_limit': _ratio(dpm, full and full['docs_per_min']),
+            'ratio_to_partial_parse_limit': _ratio(dpm, partial and partial['docs_per_min']),
+            'ratio_to_no_beam': _ratio(dpm, nob and nob['docs_per_min']),
+            'ratio_to_write_ceiling': _ratio(dpm, ceiling and ceiling['docs_per_min']),
+            'end_to_end': e2e, 'parse_full': full, 'parse_partial': partial, 'no_beam': nob,
+            'write_ceiling': ceiling}
+        all_runs[str(w)] = runs
+    return by_w, all_runs
+
+
+_RATIOS = ('ratio_to_parse_limit', 'ratio_to_partial_parse_limit', 'ratio_to_no_beam', 'ratio_to_write_ceiling')
+_RATES = ('docs_per_min', 'rows_per_s', 'peak_rss_mb', 'parse_only_docs_per_min', 'partial_parse_docs_per_min',
+          'no_beam_docs_per_min', 'write_ceiling_docs_per_min')
+
+
+def _median_spread(vals):
+    """(median, [min, max]) of the values that are not None (of an even count, the lower middle); (None, None)."""
+    v = sorted(x for x in vals if x is not None)
+    if not v:
+        return None, None
+    return v[(len(v) - 1) // 2], [v[0], v[-1]]
+
+
+def _median_round(rounds):
+    """One {str(W): ...} of several rounds: each rate and each ratio the median of its per-round values (a ratio
+    is taken within its round, then the median: never a ratio of medians from different rounds), the ranges under
+    'ranges'; the nested measurements (end_to_end, no_beam, ...) those of the round whose end-to-end rate is the
+    median."""
+    if len(rounds) == 1:
+        return rounds[0]
+    out = {}
+    for w in rounds[0]:
+        rs = [r[w] for r in rounds]
+        mid = sorted(rs, key=lambda x: x['docs_per_min'])[(len(rs) - 1) // 2]
+        b = dict(mid)
+        b['ranges'] = {}
+        for k in _RATES + _RATIOS:
+            b[k], spread = _median_spread([x.get(k) for x in rs])
+            if spread is not None:
+                b['ranges'][k] = spread
+        b['rounds'] = len(rs)
+        out[w] = b
+    return out
+
+
+def _scaling(by_w, top_w):
+    one, top = by_w['1'], by_w[str(top_w)]
+    return {'end_to_end': _ratio(top['docs_per_min'], one['docs_per_min']),
+            'no_beam': _ratio(top['no_beam_docs_per_min'], one['no_beam_docs_per_min']),
+            'parse_full': _ratio(top['parse_only_docs_per_min'], one['parse_only_docs_per_min'])}
+
+
+def _finish(args, argv, c, build_s, machine, by_w, all_runs, top, scaling, memory):
+    e2e = top['end_to_end']
+    res = {
+        'docs': e2e['read'], 'corpus': c.name, 'corpus_mb': round(c.bytes / 2 ** 20, 1),
+        'target': args.target, 'workers_measured': args.workers, 'workers': max(args.workers),
+        'mode': args.mode, 'cores': machine['cores_usable'],
+        'parse_mode': args.parse_mode, 'batch_size': args.batch_size, 'chunk_docs': args.chunk_docs,
+        # the largest worker count's figures at the top level
+        **{key: top[key] for key in ('docs_per_min', 'rows_per_s', 'peak_rss_mb', 'parse_only_docs_per_min',
+                                     'partial_parse_docs_per_min', 'no_beam_docs_per_min',
+                                     'write_ceiling_docs_per_min', 'ratio_to_parse_limit',
+                                     'ratio_to_partial_parse_limit', 'ratio_to_no_beam',
+                                     'ratio_to_write_ceiling')},
+        'rows': e2e['rows'], 'by_workers': by_w, 'scaling': scaling, 'memory': memory,
+        'baseline_docs_per_min': BASELINE_DOCS_PER_MIN,
+        'ratio_to_baseline': round(top['docs_per_min'] / BASELINE_DOCS_PER_MIN, 2),
+        'end_to_end': e2e, 'end_to_end_runs': all_runs,
+        'parse_full': top['parse_full'], 'parse_partial': top['parse_partial'], 'no_beam': top['no_beam'],
+        'machine': machine, 'corpus_build_s': round(build_s, 1), 'rounds': args.rounds,
+        'command': _display_cmd([sys.executable, os.path.relpath(os.path.abspath(__file__), REPO)]
+                                + list(argv if argv is not None else sys.argv[1:])),
+    }
+    with open(args.json, 'w') as f:
+        json.dump(res, f, indent=2, sort_keys=True)
+    try:
+        print_table(res)
+    except Exception as e:   # the JSON is what counts
+        print(f'(table not printed: {type(e).__name__}: {e})')
+    ok = all(b['end_to_end']['invariant_holds'] for b in by_w.values())
+    return 0 if ok else 1
 
 
 if __name__ == '__main__':

@@ -48,6 +48,28 @@ def test_throughput_bench_json(tmp_path):
         assert text in r.stdout, text
 
 
+@pytest.mark.slow
+def test_throughput_bench_rounds_report_medians_with_their_ranges(tmp_path):
+    out = tmp_path / 'bench.json'
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'bench', 'throughput.py'), '--docs', '20',
+                        '--corpus', 'generated', '--target', 'sqlite', '--json', str(out), '--memory-factor', '0',
+                        '--workers', '1', '--rounds', '3', '--workdir', str(tmp_path / 'work')],
+                       cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    d = json.loads(out.read_text())
+    assert d['rounds'] == 3 and r.stderr.count('== round ') == 3
+    w = d['by_workers']['1']
+    assert w['rounds'] == 3 and len(d['end_to_end_runs']['1']) == 3
+    for k in ('docs_per_min', 'no_beam_docs_per_min', 'parse_only_docs_per_min', 'ratio_to_parse_limit',
+              'ratio_to_no_beam'):
+        lo, hi = w['ranges'][k]
+        assert 0 < lo <= w[k] <= hi, (k, lo, w[k], hi)
+    assert d['ratio_to_no_beam'] == w['ratio_to_no_beam']
+    # the median round's own measurements are kept whole, and its rate is the median rate
+    assert w['end_to_end']['docs_per_min'] == w['docs_per_min'] and w['end_to_end']['read'] == 20
+    assert 'range over 3 rounds' in r.stdout
+
+
 def test_cc_corpus_ids_are_rewritten_consistently():
     sys.path.insert(0, os.path.join(ROOT, 'bench'))
     import corpus
