@@ -565,6 +565,9 @@ def print_table(r):
         vals = [r['by_workers'][w].get(key) for w in ws]
         if any(v is not None for v in vals):
             print(f'{label:36s} ' + ' '.join(f'{_fmt(v):>10s}' for v in vals))
+    if r.get('rounds', 1) > 1:
+        print(f"(each figure and each ratio: the median of {r['rounds']} rounds (of an even count the lower middle); "
+              f"a ratio is taken within its round, so it need not equal the ratio of the figures above)")
     print('ratios (goal)')
     goals = [('end to end / parse limit (>= 1.0)', 'ratio_to_parse_limit'),
              ('end to end / no Beam (>= 0.85)', 'ratio_to_no_beam'),
