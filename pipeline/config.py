@@ -135,6 +135,9 @@ class RunConfig:
     sample: Optional[int]
     verify_json: Optional[str]
     beam_args: Tuple[str, ...]
+    # internal (the shards of --processes over files): where to write the (app_id, source, counts) of every
+    # document written or skipped, so the launcher finds an app_id that two shards' files carry
+    doc_keys_out: Optional[str] = None
 
     @property
     def is_direct(self) -> bool:

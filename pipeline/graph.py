@@ -47,6 +47,7 @@ class Paths(NamedTuple):
     dead_letters: Optional[str] = None    # dead letters with payloads (JSONL)
     rows: Optional[str] = None            # map: the rows (JSONL)
     written_ids: Optional[str] = None     # app_ids written by this chunk (file sources of several chunks)
+    doc_keys: Optional[str] = None        # JSONL {app_id, source, counts} of each document written or skipped
 
 
 # ============================================================================================= progress
@@ -77,19 +78,20 @@ class ProgressFn(beam.DoFn):
 # ============================================================================================= composites
 
 class ReadDocuments(beam.PTransform):
-    """PBegin -> (documents, counts of the documents resume skipped). The source's own read transform (a table,
-    files, one file of many documents), plus a progress counter."""
+    """PBegin -> (documents, counts of the documents resume skipped, their (app_id, source) or None). The
+    source's own read transform (a table, files, one file of many documents), plus a progress counter."""
 
     def __init__(self, source, progress_s=0.0):
         super().__init__()
         self.source, self.progress_s = source, progress_s
 
     def expand(self, pbegin):
-        docs, skipped = pbegin | 'Source' >> self.source.read()
+        res = pbegin | 'Source' >> self.source.read()
+        docs, skipped = res.docs, res.skipped
         if self.progress_s:
             docs = docs | 'Progress' >> beam.ParDo(ProgressFn())
             skipped = skipped | 'ProgressSkipped' >> beam.ParDo(ProgressFn('skipped'))
-        return docs, skipped
+        return docs, skipped, res.skipped_keys
 
 
 class SkipWrittenBeforeFn(beam.DoFn):
@@ -119,13 +121,14 @@ class PrepareDocuments(beam.PTransform):
     the original payload."""
 
     def __init__(self, contract, limits, parse_mode, errors, dedupe_source=None, dedupe=True,
-                 written_before=frozenset()):
+                 written_before=frozenset(), skipped_keys=None):
         super().__init__()
         from contracts import compile_contract
         self.contract, self.limits, self.errors = contract, limits, errors
         self.spec = ParseSpec.from_contract(contract, compile_contract(contract), mode=parse_mode,
                                             max_depth=limits.max_depth, max_seconds=limits.max_parse_seconds)
         self.dedupe_source, self.dedupe, self.written_before = dedupe_source, dedupe, written_before
+        self.skipped_keys = skipped_keys     # (app_id, source) of the documents resume skipped (file sources)
 
     def expand(self, docs):
         v = docs | 'Validate' >> beam.ParDo(ValidateFn(self.limits, self.contract.root_element)).with_outputs(
@@ -143,7 +146,8 @@ class PrepareDocuments(beam.PTransform):
         self.errors.add_error_pcollection(m[DEAD_LETTER_TAG])
         if not self.dedupe:
             return m.ok
-        d = m.ok | 'DedupeAppIds' >> DedupeAppIds(self.dedupe_source)    # a second document with one app_id
+        # a second document with one app_id, read or skipped by resume
+        d = m.ok | 'DedupeAppIds' >> DedupeAppIds(self.dedupe_source, self.skipped_keys)
         self.errors.add_error_pcollection(d.dead_letters)
         return d.kept
 
@@ -325,11 +329,12 @@ def merge_counts(into, other):
 
 class Reports(beam.PTransform):
     """(outcomes, skipped counts) -> the run's counts (one JSON line at paths.counts) and, where asked for, the
-    status file, the failures list (for --metrics-json) and the app_ids written (for the next chunk)."""
+    status file, the failures list (for --metrics-json) and the app_ids written (for the next chunk; those of
+    the documents resume skipped too, from `skipped_keys`: a later chunk's twin of one must not replace it)."""
 
-    def __init__(self, paths: Paths):
+    def __init__(self, paths: Paths, skipped_keys=None):
         super().__init__()
-        self.paths = paths
+        self.paths, self.skipped_keys = paths, skipped_keys
 
     def expand(self, pcolls):
         outcomes, skipped = pcolls
@@ -345,10 +350,28 @@ class Reports(beam.PTransform):
             _write_jsonl(outcomes | 'FailedOnly' >> beam.Filter(lambda o: o.status != 'success')
                          | 'FailureLines' >> beam.Map(failure_line), p.failures, 'WriteFailures')
         if p.written_ids:
-            _write_jsonl(outcomes | 'WrittenOnly' >> beam.Filter(lambda o: o.status == 'success'
-                                                                   and o.app_id is not None)
-                         | 'WrittenIds' >> beam.Map(lambda o: str(o.app_id)), p.written_ids, 'WriteWrittenIds')
+            ids = (outcomes | 'WrittenOnly' >> beam.Filter(lambda o: o.status == 'success' and o.app_id is not None)
+                   | 'WrittenIds' >> beam.Map(lambda o: str(o.app_id)))
+            if self.skipped_keys is not None:
+                ids = (ids, self.skipped_keys | 'SkippedIds' >> beam.Map(lambda k: str(k[0]))) \
+                    | 'WrittenOrSkipped' >> beam.Flatten()
+            _write_jsonl(ids, p.written_ids, 'WriteWrittenIds')
+        if p.doc_keys:
+            keys = (outcomes | 'WrittenDocs' >> beam.Filter(lambda o: o.status == 'success' and o.app_id is not None)
+                    | 'DocKeyLines' >> beam.Map(doc_key_line))
+            if self.skipped_keys is not None:
+                keys = (keys, self.skipped_keys | 'SkippedKeyLines' >> beam.Map(
+                    lambda k: json.dumps({'app_id': k[0], 'source': k[1], 'counts': {'skipped': 1}}))) \
+                    | 'DocKeys' >> beam.Flatten()
+            _write_jsonl(keys, p.doc_keys, 'WriteDocKeys')
         return counts
+
+
+def doc_key_line(o: Outcome) -> str:
+    """One written document's app_id, source and its own share of the run's counts (RunCounts of it alone)."""
+    rc = RunCounts()
+    return json.dumps({'app_id': o.app_id, 'source': o.source,
+                       'counts': rc.extract_output(rc.add_input(rc.create_accumulator(), o))}, sort_keys=True)
 
 
 # ============================================================================================= lines
@@ -399,12 +422,12 @@ def build(p, cfg, contract, source, sink=None, paths: Paths = Paths(), session_i
     `source` a source of transforms/io, `sink` the sink plan (transforms/sql/plan.py) for `run` (None for map)."""
     errors = CollectingErrorHandler()
     with errors:
-        docs, skipped = p | 'ReadDocuments' >> ReadDocuments(source, cfg.progress_seconds)
+        docs, skipped, skipped_keys = p | 'ReadDocuments' >> ReadDocuments(source, cfg.progress_seconds)
         # One document per app_id: a table source whose app_id column is its key cannot hold two.
         dedupe = not getattr(source, 'unique_ids', False)
         mapped = docs | 'PrepareDocuments' >> PrepareDocuments(
             contract, cfg.limits, cfg.parse_mode, errors, dedupe_source=source, dedupe=dedupe,
-            written_before=written_before)
+            written_before=written_before, skipped_keys=skipped_keys)
         if sink is not None:
             written = mapped | 'WriteRows' >> WriteRows(cfg, sink, source, errors)
         else:
@@ -413,7 +436,7 @@ def build(p, cfg, contract, source, sink=None, paths: Paths = Paths(), session_i
     outcomes = (written, dead) | 'RecordOutcomes' >> RecordOutcomes(cfg, sink, session_id)
     if cfg.progress_seconds:
         outcomes = outcomes | 'ProgressFinished' >> beam.ParDo(ProgressFn('finished'))
-    counts = (outcomes, skipped) | 'Reports' >> Reports(paths)
+    counts = (outcomes, skipped) | 'Reports' >> Reports(paths, skipped_keys)
     return Outputs(docs=docs, mapped=mapped, dead_letters=dead, outcomes=outcomes, counts=counts)
 
 

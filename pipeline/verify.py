@@ -368,7 +368,7 @@ def build(p, cfg, contract, source, sink):
     metas = sink.metas
     errors = CollectingErrorHandler()
     with errors:
-        docs, _ = p | 'ReadDocuments' >> ReadDocuments(source)
+        docs, _, _ = p | 'ReadDocuments' >> ReadDocuments(source)
         mapped = docs | 'PrepareDocuments' >> PrepareDocuments(contract, cfg.limits, cfg.parse_mode, errors,
                                                                dedupe_source=source)
     not_mapped = errors.output()

@@ -243,3 +243,37 @@ def test_a_source_keyed_by_app_id_needs_no_dedupe(tmp_path, ddl, rows, unique):
                       ReadOptions(resume=False))
     assert src.unique_ids is unique
     assert all(c.unique_ids is unique for c in src.chunks())
+
+
+def test_a_sqlite_text_value_is_its_characters_whatever_its_xml_declaration_says(tmp_path):
+    """A TEXT value holds characters, stored in the database's encoding (UTF-8): an XML declaration naming another
+    encoding describes the file the text once came from, not the value. Read as the value's bytes, such a document
+    was decoded as ISO-8859-1 and every accented character written as mojibake ('ZoÃ«'), silently (a PostgreSQL
+    source, whose driver hands over characters, wrote 'Zoë'). A BLOB holds the bytes of the file: its
+    declaration still decides, and TEXT bytes that are no UTF-8 still go by the declaration."""
+    from transforms.text import to_utf8       # how validation turns Doc.xml into the bytes it parses
+    path = str(tmp_path / 'src.db')
+    latin = '<?xml version="1.0" encoding="ISO-8859-1"?>\n<Provenir><Request ID="{}" note="Zoë Ñandú"/></Provenir>'
+    conn = sqlite3.connect(path)
+    conn.execute('CREATE TABLE app_xml (app_id INTEGER PRIMARY KEY, xml TEXT)')
+    conn.executemany('INSERT INTO app_xml VALUES (?, ?)', [
+        (1, latin.format(1)),                                           # TEXT, declared ISO-8859-1
+        (2, latin.format(2).replace('ISO-8859-1', 'windows-1252')),     # TEXT, declared windows-1252
+        (3, latin.format(3).encode('latin-1')),                         # BLOB of a Latin-1 file
+        (4, latin.format(4).replace('ISO-8859-1', 'UTF-8')),            # TEXT, declared UTF-8
+    ])
+    # TEXT whose bytes are Latin-1 (a loader that stored a file's bytes as text): not UTF-8, the declaration decides
+    conn.execute('INSERT INTO app_xml VALUES (5, CAST(? AS TEXT))', [latin.format(5).encode('latin-1')])
+    conn.commit()
+    conn.close()
+    src = TableSource(TableSpec(url=f'sqlite:///{path}', table='app_xml', column='xml', schema=None),
+                      ReadOptions(partitions=1, resume=False))
+    with beam_test_pipeline() as p:
+        got = (p | src.read()).docs | beam.Map(
+            lambda d: (d.app_id, to_utf8(d.xml).decode('utf-8').split('note="')[1].split('"')[0]))
+        assert_that(got, equal_to([(i, 'Zoë Ñandú') for i in range(1, 6)]))
+    # the dead letter's payload and `explain --source` read the document again by reference: the same text
+    from transforms.io.tables import fetch_from_table
+    spec = TableSpec(url=f'sqlite:///{path}', table='app_xml', column='xml', schema=None)
+    for i in range(1, 6):
+        assert 'Zoë Ñandú' in to_utf8(fetch_from_table(spec, i)).decode('utf-8'), i

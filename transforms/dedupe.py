@@ -6,7 +6,9 @@ the reason ``duplicate app_id in this run (app_id N, kept <source>)``, stage ``d
 app_id is None: processing_log holds one row per app_id, which belongs to the kept document.
 
 Which one is kept is deterministic, not "whichever arrived first" (a parallel runner has no arrival order): the
-document with the smallest `source` reference (file name / table reference) among those that mapped successfully.
+document with the smallest `source` reference (file name / table reference) among those that mapped successfully
+and those resume skipped as done and unchanged (`skipped_keys`: a skipped document is not read, but it still
+owns its app_id, so a re-run keeps what a fresh run kept instead of letting its twin replace it).
 
 Memory: only the small `(app_id, source)` keys go through the GroupByKey; the set of losers (normally empty) is a
 side input to a filter on the MappedDocs. The lxml trees and payloads are never shuffled. The losers' payloads are
@@ -81,15 +83,18 @@ class _RefetchFn(beam.DoFn):
 
 class DedupeAppIds(beam.PTransform):
     """PCollection[MappedDoc] → Deduped(kept, dead_letters). `source` (a pipeline.sources source, or None) is
-    used to re-read the payload of each dropped duplicate."""
+    used to re-read the payload of each dropped duplicate; `skipped_keys` (a PCollection of (app_id, source), or
+    None) are the documents resume skipped, which take part in the choice but are never dead-lettered here."""
 
-    def __init__(self, source=None):
+    def __init__(self, source=None, skipped_keys=None):
         super().__init__()
-        self.source = source
+        self.source, self.skipped_keys = source, skipped_keys
 
     def expand(self, mapped):
-        losers = (mapped
-                  | 'Keys' >> beam.Map(lambda md: (md.app_id, md.source))
+        keys = mapped | 'Keys' >> beam.Map(lambda md: (md.app_id, md.source))
+        if self.skipped_keys is not None:
+            keys = (keys, self.skipped_keys) | 'WithSkipped' >> beam.Flatten()
+        losers = (keys
                   | 'ByAppId' >> beam.GroupByKey()
                   | 'Losers' >> beam.FlatMap(losers_of))
         split = mapped | 'DropLosers' >> beam.ParDo(

@@ -55,3 +55,4 @@ class Outcome(NamedTuple):
 
 DEAD_LETTER_TAG = 'dead_letter'
 SKIPPED_TAG = 'skipped'        # counts of documents a source skipped (done and unchanged: resume)
+SKIPPED_KEYS_TAG = 'skipped_keys'   # (app_id, source) of each document a file source's resume skipped

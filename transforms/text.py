@@ -61,6 +61,33 @@ def _encoding_of(data):
     return 'utf-8', 'UTF-8', 0
 
 
+def database_text(data):
+    """The value of a database TEXT column, as the bytes the database stores it in (UTF-8), for the decoding
+    that follows. A TEXT value is characters: an XML declaration naming another 8-bit encoding (ISO-8859-1,
+    windows-1252, ...) describes the file the text was once loaded from, not the value, so valid UTF-8 bytes
+    under such a declaration are returned as the str they spell (read by the declaration, every accented
+    character turned into mojibake, silently). Anything else is returned as it is: bytes that are not UTF-8
+    (a loader that stored a file's raw bytes as text) and every other document still go by `_encoding_of`."""
+    if data is None or isinstance(data, str):
+        return data
+    data = bytes(data)
+    if data.startswith((codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return data
+    declared = _DECLARED_ENCODING.match(data.lstrip())
+    if not declared:
+        return data
+    try:
+        enc = codecs.lookup(declared.group(1).decode('ascii')).name
+    except LookupError:
+        return data                         # validation refuses the unknown name
+    if enc in ('utf-8', 'ascii') or enc.startswith(('utf-16', 'utf-32')) or data.isascii():
+        return data                         # decoded as UTF-8 anyway
+    try:
+        return data.decode('utf-8')
+    except UnicodeDecodeError:
+        return data
+
+
 def _as_bytes(xml):
     if xml is None:
         raise StageError(STAGE, 'xml is NULL')

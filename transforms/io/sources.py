@@ -13,9 +13,11 @@ class SourceError(Exception):
 
 
 class ReadResult(NamedTuple):
-    """What a source's `read()` transform gives: the documents, and counts of those resume skipped."""
+    """What a source's `read()` transform gives: the documents, counts of those resume skipped and, for sources
+    that learn app_ids from the XML, the (app_id, source) of each skipped document (None: no such keys)."""
     docs: Any
     skipped: Any
+    skipped_keys: Any = None
 
 
 # Table sources: which shard an app_id belongs to. A multiplicative hash modulo the prime 2^31 - 1 (Fishman and
@@ -58,5 +60,5 @@ def resumed(docs, resume):
     if not resume:
         return ReadResult(docs, docs.pipeline | 'NoneSkipped' >> beam.Create([]))
     from transforms.io.resume import SkipUnchanged
-    kept, skipped = docs | 'SkipUnchanged' >> SkipUnchanged(*resume)
-    return ReadResult(kept, skipped)
+    kept, skipped, keys = docs | 'SkipUnchanged' >> SkipUnchanged(*resume)
+    return ReadResult(kept, skipped, keys)

@@ -19,6 +19,7 @@ import apache_beam as beam
 
 from transforms.io.sources import ReadOptions, ReadResult, SourceError, shard_sql
 from transforms.records import SKIPPED_TAG, Doc
+from transforms.text import database_text
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ class _Query:
         except Exception as e:
             raise SourceError(str(e)) from None
         self.hash = dialect.content_hash_sql(self.col)
+        # SQLite: whether each document is a TEXT value (characters) or a BLOB (a file's bytes): see `xml_of`
+        self.kind = dialect.document_kind_sql(dialect.quote(spec.column))
         # Rows with a NULL xml are read (and dead-lettered by validation: 'xml is NULL'), never skipped silently.
         # SQLite columns may hold non-integer app_ids: the keyset reads take the integers, `misfits()` the rest.
         where = [dialect.integer_ids(self.id)]
@@ -114,7 +117,19 @@ class _Query:
             list(self.params) + [after, hi, n - 1]
 
     def _cols(self, xml):
-        return f'{self.id}, {self.hash}, {self.col}' if xml else self.id
+        if not xml:
+            return self.id
+        return f'{self.id}, {self.hash}, {self.col}' + (f', {self.kind}' if self.kind else '')
+
+    def document(self):
+        """SELECT list of one document read again by reference: the XML (and its kind, see `xml_of`)."""
+        return self.col + (f', {self.kind}' if self.kind else '')
+
+    def xml_of(self, row, at=2):
+        """The document of a row read with `_cols(True)` (at 2) or `document()` (at 0), its kind after it: a
+        TEXT value's bytes are characters in UTF-8 (transforms/text.py: database_text)."""
+        xml = row[at]
+        return database_text(xml) if self.kind and row[at + 1] == 'text' else xml
 
     def same_id(self, app_id, xml=True):
         """Every row of one app_id (a source table whose app_id is not unique)."""
@@ -307,9 +322,10 @@ class ReadPartitionFn(beam.DoFn):
             return
         if part == MISFITS:
             # Non-integer app_ids: read so that validation dead-letters them ('source app_id is not an integer').
-            for app_id, h, xml in self._fetch(self.q.misfits()):
-                yield Doc(source=f'{self.spec.table}:{app_id}', app_id='' if app_id is None else app_id, xml=xml,
-                          content_hash=h)
+            for row in self._fetch(self.q.misfits()):
+                app_id, h = row[0], row[1]
+                yield Doc(source=f'{self.spec.table}:{app_id}', app_id='' if app_id is None else app_id,
+                          xml=self.q.xml_of(row), content_hash=h)
             return
         after = part.lo
         size = self.opts.fetch_size
@@ -335,9 +351,10 @@ class ReadPartitionFn(beam.DoFn):
                 break
 
     def _docs(self, rows):
-        for app_id, h, xml in rows:
-            app_id = int(app_id)
-            yield Doc(source=f'{self.spec.table}:{app_id}', app_id=app_id, xml=xml, content_hash=h)
+        for row in rows:
+            app_id = int(row[0])
+            yield Doc(source=f'{self.spec.table}:{app_id}', app_id=app_id, xml=self.q.xml_of(row),
+                      content_hash=row[1])
 
     def _resumed(self, page):
         """app_id rows of one page -> Docs of the documents not already done in this version."""
@@ -416,10 +433,10 @@ class _TableFetcher:
         app_id = int(source_ref.rsplit(':', 1)[1])
 
         def read(cur):
-            cur.execute(f'SELECT {self.q.col} FROM {self.q.t} WHERE {self.q.id} = ?', [app_id])
+            cur.execute(f'SELECT {self.q.document()} FROM {self.q.t} WHERE {self.q.id} = ?', [app_id])
             return cur.fetchone()
         row = self.db.run(read, commit=False)
-        return None if row is None else row[0]
+        return None if row is None else self.q.xml_of(row, 0)
 
     def close(self):
         if self.db is not None:

@@ -50,19 +50,20 @@ class Ledger:
         return set(self.done(app_ids))
 
     def done_hashes(self, hashes):
-        """The subset of content `hashes` that a processing_log success row records (resume of file sources,
-        asked in batches: the index on content_hash answers)."""
+        """{content hash: app_id} of those of `hashes` that a processing_log success row records (resume of file
+        sources, asked in batches: the index on content_hash answers). The app_id lets the run still see the
+        skipped document as the owner of its app_id (DedupeAppIds)."""
         hs = [h for h in dict.fromkeys(hashes) if h]
 
         def read(cur):
-            out = set()
+            out = {}
             for i in range(0, len(hs), self.max_params):
                 chunk = hs[i:i + self.max_params]
-                cur.execute(f"SELECT content_hash FROM {self.table} WHERE status = 'success' AND content_hash IN "
-                            f"({', '.join('?' * len(chunk))})", chunk)
-                out.update(r[0] for r in cur.fetchall())
+                cur.execute(f"SELECT content_hash, app_id FROM {self.table} WHERE status = 'success' AND "
+                            f"content_hash IN ({', '.join('?' * len(chunk))})", chunk)
+                out.update((r[0], int(r[1])) for r in cur.fetchall())
             return out
-        return self.db.run(read, commit=False) if hs else set()
+        return self.db.run(read, commit=False) if hs else {}
 
     def has_table(self, name):
         """Whether the target holds `name` (processing_log or dead_letter) where this ledger reads it."""

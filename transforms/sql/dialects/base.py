@@ -13,6 +13,7 @@ Interface (`Dialect`):
   sanitize(message)                              database message without row values (and passwords)
   introspect_table(conn, schema, table, views)   TableMeta of the live table (views=True: or view) or None
   document_column_sql(expr)                      how a source's document column is selected (SQLite: as bytes)
+  document_kind_sql(expr)                        SQL telling a TEXT value from a BLOB (SQLite), or None
   content_hash_sql(expr)                         SQL for the sha256 hex of a document column (resume, processing_log)
   has_unique_index(conn, schema, table, column)  is there a unique index/constraint on exactly that column
 
@@ -152,6 +153,12 @@ class Dialect:
     def document_column_sql(self, expr: str) -> str:
         """How a source's document column (already quoted) is selected: as stored, by default."""
         return expr
+
+    def document_kind_sql(self, expr: str):
+        """SQL selected beside a document column selected as bytes, giving 'text' for a value stored as text
+        (its bytes are the database's UTF-8, whatever its XML declaration says): None where the driver hands
+        text over as str anyway."""
+        return None
 
     def content_hash_sql(self, expr: str) -> str:
         """SQL computing the lowercase sha256 hex of a document column `expr` (already quoted) in the database,

@@ -81,6 +81,9 @@ class SQLiteDialect(Dialect):
         # recognises and decodes strictly like any other.
         return f'CAST({expr} AS BLOB)'
 
+    def document_kind_sql(self, expr):
+        return f'typeof({expr})'
+
     def content_hash_sql(self, expr):
         return f'xmlsql_sha256({expr})'       # registered on every connection (transforms.sql.targets)
 
