@@ -80,7 +80,8 @@ class FileSource:
         """This source restricted to the documents whose source reference is in `sources` (--only-failed)."""
         want = set(sources)
         paths = [p for p in self.paths if (os.path.relpath(p, self.root) if self.root else p) in want]
-        log.info('--only-failed: %d of the %d files of the source are in dead_letter', len(paths), len(self.paths))
+        log.info('%d of the %d files of the source are listed to be read (the dead_letter ones for --only-failed)',
+                 len(paths), len(self.paths))
         # none failed: a run that reads nothing (as a table source's --only-failed with no failed app_id)
         return FileSource(self.pattern, chunk_docs=self.chunk_docs, _paths=paths, _root=self.root,
                           resume=self.resume)
