@@ -738,17 +738,27 @@ def cross_shard_twins(keys_files):
     """app_id -> [(shard, source, counts)] of every app_id that files of more than one shard carry, one of them
     written by this run (keys_files[i]: shard i's JSONL of documents written or skipped, see Paths.doc_keys).
     Each shard keeps one document per app_id, but only among its own files (folders are split every N-th file)."""
+    def lines():
+        for i, path in enumerate(keys_files):
+            if path and os.path.exists(path):
+                with open(path, encoding='utf-8') as f:
+                    for line in f:
+                        if line.strip():
+                            yield i, json.loads(line)
+    # two passes, so that memory holds one small int per document, not every document's counts: the app_ids
+    # seen in more than one shard first, then what those few carry
+    first, multi = {}, set()
+    for i, k in lines():
+        a = int(k['app_id'])
+        if first.setdefault(a, i) != i:
+            multi.add(a)
+    del first
     by = {}
-    for i, path in enumerate(keys_files):
-        if not path or not os.path.exists(path):
-            continue
-        with open(path, encoding='utf-8') as f:
-            for line in f:
-                if line.strip():
-                    k = json.loads(line)
-                    by.setdefault(int(k['app_id']), []).append((i, k['source'], k['counts']))
-    return {a: e for a, e in by.items()
-            if len({i for i, _, _ in e}) > 1 and any(c.get('written') for _, _, c in e)}
+    for i, k in lines():
+        a = int(k['app_id'])
+        if a in multi:
+            by.setdefault(a, []).append((i, k['source'], k['counts']))
+    return {a: e for a, e in by.items() if any(c.get('written') for _, _, c in e)}
 
 
 def _negated(counts):

@@ -237,3 +237,18 @@ def test_one_app_id_in_files_of_different_shards_is_kept_once_as_by_one_process(
         else:
             # the kept files are read again (a twin's shard cannot see that the other shard skipped its file)
             assert (two[1], two[2]) == (4, 4), two
+
+
+def test_cross_shard_twins_are_the_app_ids_of_files_in_more_than_one_shard_one_of_them_written(tmp_path):
+    from pipeline.orchestrate import cross_shard_twins
+
+    def keys(name, *entries):
+        path = tmp_path / name
+        path.write_text(''.join(json.dumps({'app_id': a, 'source': s, 'counts': c}) + '\n' for a, s, c in entries))
+        return str(path)
+    w, sk = {'written': 1}, {'skipped': 1}
+    k0 = keys('k0', (1, 'a.xml', w), (2, 'c.xml', sk), (3, 'e.xml', w), (5, 'g.xml', w))
+    k1 = keys('k1', (1, 'b.xml', w), (2, 'd.xml', sk), (4, 'f.xml', w), (3, 'h.xml', sk))
+    got = cross_shard_twins([k0, k1, None, str(tmp_path / 'missing')])
+    assert got == {1: [(0, 'a.xml', w), (1, 'b.xml', w)], 3: [(0, 'e.xml', w), (1, 'h.xml', sk)]}
+    assert cross_shard_twins([k0]) == {}                 # one shard: its own dedupe saw every file
