@@ -84,6 +84,7 @@ class Document:
         rule = cc._contact_rule
         best = {}
         order = []
+        dup = set()
         mattrs = cc._meaningful_contact_attrs
         tr = self.trace
         for el in self.elems(rule.child_path):
@@ -109,7 +110,11 @@ class Document:
             if cur is None:
                 order.append(key)
                 best[key] = (rank, el)
-            elif rank <= cur[0]:
+                continue
+            if key not in dup:
+                dup.add(key)
+                self._warn_duplicate_identity()
+            if rank <= cur[0]:
                 if tr is not None:
                     tr.note(None, cur[1], 'replaced by a later contact with the same identity and the same or a '
                                           'higher-priority type')
@@ -126,6 +131,18 @@ class Document:
             prim = self.valid[0]
         self.primary = prim
         self.valid_rows = {}
+
+    def _warn_duplicate_identity(self):
+        """Two valid contact elements with one identity (a PR and an AUTHU sharing a con_id): one filter keeps one
+        of them (SPEC §10.5), so the other's contact, address and employment rows are not written; the existing
+        system wrote both elements' addresses and employments under that con_id. Not silent: a warning (no value
+        in it)."""
+        cc = self.cc
+        table = cc._contact_table.name if cc._contact_table is not None else 'contact'
+        field = f'{table}.{"/".join(cc._contact_true_attrs)}'
+        self.warnings.append(f'{field}: two valid contact elements share one identity; one is kept (the higher-'
+                             f'priority type, else the later element), the other\'s contact, address and employment '
+                             f'rows are not written')
 
     def _role_elements(self, role):
         """Contacts of a role in document order: PR = type[0] with identity attributes, SEC = type[1] likewise,

@@ -270,6 +270,29 @@ def test_contact_filter_dedup_and_primary():
     assert rows[0]['app_id'] == 1001
 
 
+def test_a_shared_contact_identity_keeps_one_element_and_says_so():
+    """A PR and an AUTHU sharing one con_id: one contact filter (SPEC §10.5) keeps the PR, and with it only the PR's
+    addresses; the AUTHU element's address is not written (the existing system wrote both under that con_id). The
+    document carries one warning saying so, without any value; documents whose identities are distinct carry none."""
+    c = cc_contract()
+    x = ('<contact con_id="5" ac_role_tp_c="AUTHU" first_name="AU">'
+         '<contact_address address_tp_c="CURR" city="AUTHUTOWN"/></contact>'
+         '<contact con_id="5" ac_role_tp_c="PR" first_name="P5"><contact_address address_tp_c="CURR" city="PRTOWN"/>'
+         '</contact>'
+         '<contact con_id="6" ac_role_tp_c="AUTHU" first_name="A6"/><contact con_id="6" ac_role_tp_c="AUTHU" '
+         'first_name="A6B"/>')
+    res = run(c, doc(contacts=x))
+    assert [(r['con_id'], r['first_name']) for r in res.rows['app_contact_base']] == [(5, 'P5'), (6, 'A6B')]
+    assert [(r['con_id'], r['city']) for r in res.rows['app_contact_address']] == [(5, 'PRTOWN')]
+    dup = [w for w in res.warnings if 'share one identity' in w]
+    assert len(dup) == 2 and all(w.startswith('app_contact_base.con_id: ') for w in dup), res.warnings
+    assert not any(v in w for w in dup for v in ('AUTHUTOWN', 'PRTOWN', 'P5', 'A6', '"5"', '"6"'))
+    clean = run(c, doc(contacts=x.replace('con_id="5" ac_role_tp_c="AUTHU"', 'con_id="4" ac_role_tp_c="AUTHU"')
+                       .replace('con_id="6" ac_role_tp_c="AUTHU" first_name="A6B"',
+                                'con_id="3" ac_role_tp_c="AUTHU" first_name="A6B"')))
+    assert not [w for w in clean.warnings if 'share one identity' in w], clean.warnings
+
+
 def test_last_valid_pr_contact_paths_and_enum_chain():
     c = cc_contract([m(CON, 'banking_aba', 'app_ops', 'aba', data_length=9, types=['last_valid_pr_contact']),
                      m(CON + '/app_prod_bcard', 'credit_line', 'app_ops', 'credit_line', 'smallint',
