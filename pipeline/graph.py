@@ -173,16 +173,17 @@ class WriteRows(beam.PTransform):
     """PCollection[MappedDoc] -> PCollection[Outcome] of the sink (run): the rows into the target tables
     (transforms/sink/write.py); the documents that fail there go to the error handler with their payload."""
 
-    def __init__(self, cfg, sink, source, errors):
+    def __init__(self, cfg, sink, source, errors, session_id=None):
         super().__init__()
         self.cfg, self.sink, self.source, self.errors = cfg, sink, source, errors
+        self.session_id = session_id
 
     def expand(self, mapped):
         from transforms.sink import WriteToSql
         cfg, sink = self.cfg, self.sink
         outcomes = mapped | 'ToTables' >> WriteToSql(cfg.target, sink.metas, sink.tiers, cfg.batch_size,
                                                      dialect=sink.dialect, ledger_schema=sink.schema,
-                                                     shards=cfg.sink_shards)
+                                                     shards=cfg.sink_shards, session_id=self.session_id)
         failed = (outcomes | 'Failed' >> beam.Filter(lambda o: o.status != 'success')
                   | 'RefetchPayload' >> beam.ParDo(RefetchPayloadFn(self.source.fetcher())))
         self.errors.add_error_pcollection(failed)
@@ -429,7 +430,7 @@ def build(p, cfg, contract, source, sink=None, paths: Paths = Paths(), session_i
             contract, cfg.limits, cfg.parse_mode, errors, dedupe_source=source, dedupe=dedupe,
             written_before=written_before, skipped_keys=skipped_keys)
         if sink is not None:
-            written = mapped | 'WriteRows' >> WriteRows(cfg, sink, source, errors)
+            written = mapped | 'WriteRows' >> WriteRows(cfg, sink, source, errors, session_id)
         else:
             written = mapped | 'EmitRows' >> EmitRows(paths.rows)
     dead = errors.output() | 'DeadLetters' >> DeadLetters(cfg, sink, session_id, paths.dead_letters)

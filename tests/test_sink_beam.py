@@ -119,3 +119,29 @@ def test_ledger_and_dead_letters(db):
         assert len(row[0][2]) == 500 and row[0][1] == 'sink' and row[0][3] == 'sess-1'
     payloads = sorted(r[0] for r in db.rows(f"SELECT payload FROM {db.q('dead_letter')}"))
     assert payloads[0] == '<a>\u00e9</a>' and payloads[-1] == '<x/>'
+
+
+def test_changed_counts_only_against_a_ledger_row_of_an_earlier_run(db):
+    """A document is 'changed' when an earlier run recorded another content hash for its app_id. A row this very
+    run wrote (a twin file another shard of --processes wrote minutes ago) is no earlier version: its rows are
+    still replaced, but the document is not counted as changed."""
+    db.create()
+    run_write(db, [mapped(i, 7000 + i) for i in (1, 2, 3)])         # the rows the ledger rows below stand for
+    conn = db.target.connect()
+    try:
+        for i, sess in ((1, 'earlier'), (2, 'this-run'), (3, None)):
+            conn.cursor().execute(f"INSERT INTO {db.q('processing_log')} (app_id, status, content_hash, session_id) "
+                                  f"VALUES (?, 'success', 'old-hash', ?)", [i, sess])
+        conn.commit()
+    finally:
+        conn.close()
+    docs = [mapped(i, 7000 + i)._replace(content_hash='new-hash') for i in (1, 2, 3, 4)]
+    p = beam_test_pipeline()
+    got = (p | beam.Create(docs)
+           | WriteToSql(db.url, db.metas, fk_tiers(db.metas, TABLES), 10, session_id='this-run')
+           | beam.Map(lambda o: (o.app_id, o.status, o.changed)))
+    assert_that(got, equal_to([(1, 'success', True), (2, 'success', False), (3, 'success', True),
+                               (4, 'success', False)]))
+    p.run().wait_until_finish()
+    assert sorted(db.rows(f"SELECT app_id, COUNT(*) FROM {db.q('app_contact_base')} GROUP BY app_id")) == \
+        [(1, 1), (2, 1), (3, 1), (4, 1)]

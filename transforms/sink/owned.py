@@ -74,9 +74,11 @@ class _ReplaceFn(_ConnPerBundleFn):
     removed by the compensation already). A document whose old rows cannot be deleted for its data (e.g. a
     foreign key from a table the contract does not write) fails alone (tagged 'failed')."""
 
-    def __init__(self, target_url, metas, tiers, ledger_schema, dialect=None, retry: RetryPolicy = RetryPolicy()):
+    def __init__(self, target_url, metas, tiers, ledger_schema, dialect=None, retry: RetryPolicy = RetryPolicy(),
+                 session_id=None):
         super().__init__(target_url, dialect, retry)
         self.metas, self.tiers, self.ledger_schema = metas, [list(t) for t in tiers], ledger_schema
+        self.session_id = None if session_id is None else str(session_id)[:50]
         self.c_docs = Metrics.counter(METRICS_NAMESPACE, 'docs_replaced')
         self.c_rows = Metrics.counter(METRICS_NAMESPACE, 'rows_deleted_for_replace')
         self.c_failed = Metrics.counter(METRICS_NAMESPACE, 'sink_docs_failed')
@@ -87,16 +89,29 @@ class _ReplaceFn(_ConnPerBundleFn):
         self.templates = _owned_rows_templates(self.metas, self.tiers, d)
         self.ledger = d.qualify('processing_log', self.ledger_schema if d.supports_schema else None)
         self.app_id, self.status, self.hash = d.quote('app_id'), d.quote('status'), d.quote('content_hash')
+        self.session = d.quote('session_id')
+        self.has_session = None         # whether processing_log has session_id: asked on the first batch
 
     def _known(self, w, ids):
-        """{app_id: content hash recorded} of the app_ids of `ids` that have a processing_log success row."""
+        """{app_id: content hash recorded, or None when this run wrote that row} of the app_ids of `ids` that
+        have a processing_log success row."""
+        if self.has_session is None:
+            d = get_dialect(self.target.dialect_name)
+            meta = w.run(lambda cur: d.introspect_table(w.conn, self.ledger_schema if d.supports_schema else None,
+                                                        'processing_log'), commit=False)
+            self.has_session = meta is not None and meta.column('session_id') is not None
+        session = self.session if self.has_session and self.session_id is not None else 'NULL'
+
         def select(cur, part):
             found = {}
             for i in range(0, len(part), 500):
                 chunk = part[i:i + 500]
-                cur.execute(f'SELECT {self.app_id}, {self.hash} FROM {self.ledger} WHERE {self.status} = ? '
+                cur.execute(f'SELECT {self.app_id}, {self.hash}, {session} FROM {self.ledger} WHERE {self.status} = ? '
                             f'AND {self.app_id} {_ids_sql(len(chunk))}', ['success'] + list(chunk))
-                found.update((_norm(r[0]), r[1]) for r in cur.fetchall())
+                # A row this run wrote (a twin file of another shard of --processes, minutes ago) is no version
+                # 'before' the run: the document counts as changed only against an earlier run's row.
+                found.update((_norm(r[0]), None if r[2] is not None and r[2] == self.session_id else r[1])
+                             for r in cur.fetchall())
             return found
         known = {}
         for part, found, err in w.isolate(ids, select, commit=False, label='processing_log: '):

@@ -146,7 +146,8 @@ class WriteToSql(beam.PTransform):
 
     def __init__(self, target_url: str, metas: Dict[str, TableMeta], tiers: Sequence[Sequence[str]],
                  batch_size: int = 500, dialect: Optional[str] = None, retry: RetryPolicy = RetryPolicy(),
-                 replace: bool = True, ledger_schema: Optional[str] = None, shards: int = 1):
+                 replace: bool = True, ledger_schema: Optional[str] = None, shards: int = 1,
+                 session_id: Optional[str] = None):
         super().__init__()
         self.target_url = target_url
         self.metas = dict(metas)
@@ -156,6 +157,7 @@ class WriteToSql(beam.PTransform):
         self.retry = retry
         self.replace = replace
         self.shards = max(1, int(shards))
+        self.session_id = session_id      # ledger rows of this run are not 'before' it (changed = since an earlier run)
         self.ledger_schema = ledger_schema if ledger_schema is not None else next(
             (m.schema for m in self.metas.values()), None)
         missing = [t for tier in self.tiers for t in tier if t not in self.metas]
@@ -175,7 +177,8 @@ class WriteToSql(beam.PTransform):
                    | 'BatchForReplace' >> beam.BatchElements(min_batch_size=1, max_batch_size=self.batch_size)
                    | 'ReplaceEarlierRows' >> beam.ParDo(_ReplaceFn(
                        self.target_url, {t: self.metas[t] for t in written}, self.tiers, self.ledger_schema,
-                       self.dialect, self.retry)).with_outputs(FAILED_TAG, CHANGED_TAG, main='ok'))
+                       self.dialect, self.retry, session_id=self.session_id))
+                   .with_outputs(FAILED_TAG, CHANGED_TAG, main='ok'))
             alive = rep.ok
             early_failed.append(rep[FAILED_TAG])
             changed = rep[CHANGED_TAG]
