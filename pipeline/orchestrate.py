@@ -610,7 +610,7 @@ def run_processes(cfg: RunConfig, shard_main=None) -> int:
         twins = cross_shard_twins([sc.doc_keys_out for sc in shard_cfgs])
         repair = None
         if twins and forward.received is None and all(c in COMPLETED for c in codes):
-            repair = _repair_twins(job, cfg, work, twins, shard_main, preexec, procs)
+            repair = _repair_twins(job, cfg, work, twins, shard_main, preexec, procs, forward)
     import shutil
     try:
         for sc in shard_cfgs:
@@ -775,7 +775,7 @@ def _without_zeros(counts):
     return out
 
 
-def _repair_twins(job, cfg, work, twins, shard_main, preexec, procs):
+def _repair_twins(job, cfg, work, twins, shard_main, preexec, procs, forward):
     """The files of `twins` (app_ids two shards wrote, or one wrote and another skipped) migrated again in one
     process without resume: DedupeAppIds keeps the file whose name sorts first and dead-letters the others, and
     the kept one replaces whatever the shards left under its app_id (both documents' contacts, when two shards
@@ -789,8 +789,11 @@ def _repair_twins(job, cfg, work, twins, shard_main, preexec, procs):
         create_tables=False, session_id=job.session, summary_json=os.path.join(work, 'repair.json'), report=None,
         metrics_json=os.path.join(work, 'repair-m.json') if cfg.metrics_json else None,
         status=os.path.join(work, 'repair-status.jsonl') if cfg.status else None,
-        dead_letter=os.path.join(work, 'repair-dead.jsonl') if cfg.dead_letter else None, doc_keys_out=None)
+        dead_letter=os.path.join(work, 'repair-dead.jsonl') if cfg.dead_letter else None, doc_keys_out=None,
+        # exactly these files: not the dead_letter list of --only-failed (the shards cleared the twins' rows)
+        only_failed=False, app_ids=None)
     _start_one(rc, os.path.join(work, 'repair-config.json'), shard_main, preexec, procs)
+    forward.catch_up()          # a signal that came while it started reaches it too
     p = procs[-1]
 
     def relay():

@@ -203,35 +203,45 @@ def test_only_failed_of_a_folder_reads_exactly_the_files_dead_letter_holds(tmp_p
     docs, poisoned = corpus(24, seed=33, broken=0.2)
     main = targets(kind, 'off_main')
     folder = tmp_path / 'docs'
-    p = pipeline('run', '--contract', main.contract, '--source', _folder(folder, docs), '--target', main.url,
+    # a second file of the poisoned document's app_id: it loses to it (dedupe keeps the first name), and read
+    # alone it would be written in its place; --only-failed must not read it
+    twin = good_version(poisoned, seed=77)
+
+    def put(path, contents):
+        _folder(path, contents)
+        (path / f'{poisoned}b.xml').write_text(twin, encoding='utf-8')
+        return str(path)
+    p = pipeline('run', '--contract', main.contract, '--source', put(folder, docs), '--target', main.url,
                  '--tables', 'credit_app_tables', '--create-tables', '--progress-seconds', '0',
                  '--max-dead-letter-rate', '1')
     assert p.returncode == 0, p.stderr[-2000:]
     read, written, dead, _ = summary_counts(p.stdout)
-    assert read == 24 and dead >= 3 and written == read - dead
+    assert read == 25 and dead >= 4 and written == read - dead
     failed_files = sorted(main.rows(f'SELECT source FROM {main.t("dead_letter")}'))
     assert len(failed_files) == dead and (f'{poisoned}.xml',) in failed_files
+    assert main.rows(f"SELECT stage FROM {main.t('dead_letter')} WHERE source = '{poisoned}b.xml'") == [('dedupe',)]
 
     # fix one failed document (not the poisoned one); every document that succeeded becomes unreadable garbage:
     # a run that read any of them would dead-letter it and delete its rows
-    fixed = next(int(f[0][:-4]) for f in failed_files if f[0] != f'{poisoned}.xml')
+    fixed = next(int(f[0][:-4]) for f in failed_files if f[0] not in (f'{poisoned}.xml', f'{poisoned}b.xml'))
     corrected = {**docs, fixed: good_version(fixed, seed=33)}
     reference = targets(kind, 'off_ref')
-    p = pipeline('run', '--contract', reference.contract, '--source', _folder(tmp_path / 'ref', corrected),
+    p = pipeline('run', '--contract', reference.contract, '--source', put(tmp_path / 'ref', corrected),
                  '--target', reference.url, '--tables', 'credit_app_tables', '--create-tables',
                  '--progress-seconds', '0', '--max-dead-letter-rate', '1')
     assert p.returncode == 0, p.stderr[-2000:]
     done = {f'{a}.xml' for a in docs} - {f[0] for f in failed_files}
-    _folder(folder, {a: (xml if f'{a}.xml' not in done else '<garbage') for a, xml in corrected.items()})
+    put(folder, {a: (xml if f'{a}.xml' not in done else '<garbage') for a, xml in corrected.items()})
 
     p = pipeline('run', '--contract', main.contract, '--source', str(folder), '--target', main.url,
                  '--progress-seconds', '0', '--max-dead-letter-rate', '1', '--only-failed', '--processes', '2')
     assert p.returncode == 0, p.stderr[-2000:]
-    assert summary_counts(p.stdout)[:3] == (dead, 1, dead - 1), p.stdout
+    failed = dead - 1                                        # the dedupe loser did not fail
+    assert summary_counts(p.stdout)[:3] == (failed, 1, failed - 1), p.stdout
     per_shard = re.findall(r'(\d+) of the (\d+) files of the source are listed to be read', p.stderr)
     # the launcher's count of the whole source, then each shard's of its share
-    assert per_shard[0] == (str(dead), '24') and len(per_shard) == 3, per_shard
-    assert [sum(int(x) for x in col) for col in zip(*per_shard[1:])] == [dead, 24], per_shard
+    assert per_shard[0] == (str(failed), '25') and len(per_shard) == 3, per_shard
+    assert [sum(int(x) for x in col) for col in zip(*per_shard[1:])] == [failed, 25], per_shard
     assert contents(main) == contents(reference)
     left = sorted(main.rows(f'SELECT source FROM {main.t("dead_letter")}'))
     assert left == [f for f in failed_files if f[0] != f'{fixed}.xml']
@@ -243,7 +253,7 @@ def test_only_failed_of_a_folder_reads_exactly_the_files_dead_letter_holds(tmp_p
                  '--progress-seconds', '0', '--only-failed')
     assert p.returncode == 0, p.stderr[-2000:]
     assert summary_counts(p.stdout)[:3] == (0, 0, 0), p.stdout
-    assert f'0 of the {24 - len(left)} files of the source are listed to be read' in p.stderr, p.stderr[-2000:]
+    assert f'0 of the {25 - len(left)} files of the source are listed to be read' in p.stderr, p.stderr[-2000:]
 
 
 @pytest.mark.parametrize('kind', KINDS)

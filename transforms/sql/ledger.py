@@ -79,9 +79,11 @@ class Ledger:
 
     def failed_sources(self):
         """The source references of the documents dead_letter holds now (one current row per failed document:
-        --only-failed of a file source, whose documents have no app_id before they are parsed)."""
+        --only-failed of a file source, whose documents have no app_id before they are parsed). Not the losers of
+        DedupeAppIds (stage dedupe): they did not fail, another file of their app_id was kept, and read alone
+        they would replace it."""
         def read(cur):
-            cur.execute(f'SELECT source FROM {self.dead_letter}')
+            cur.execute(f"SELECT source FROM {self.dead_letter} WHERE stage IS NULL OR stage <> 'dedupe'")
             return sorted({r[0] for r in cur.fetchall()})
         return self.db.run(read, commit=False)
 
