@@ -418,7 +418,7 @@ def _write_jsonl(pcoll, path, label):
 # ============================================================================================= the graph
 
 def build(p, cfg, contract, source, sink=None, paths: Paths = Paths(), session_id=None,
-          written_before=frozenset()) -> Outputs:
+          written_before=frozenset(), session_is_new=False) -> Outputs:
     """The graph of one run (one chunk) on pipeline `p`: `cfg` a RunConfig, `contract` the loaded contract,
     `source` a source of transforms/io, `sink` the sink plan (transforms/sql/plan.py) for `run` (None for map)."""
     errors = CollectingErrorHandler()
@@ -430,7 +430,9 @@ def build(p, cfg, contract, source, sink=None, paths: Paths = Paths(), session_i
             contract, cfg.limits, cfg.parse_mode, errors, dedupe_source=source, dedupe=dedupe,
             written_before=written_before, skipped_keys=skipped_keys)
         if sink is not None:
-            written = mapped | 'WriteRows' >> WriteRows(cfg, sink, source, errors, session_id)
+            # ledger rows of a session this launch made are this run's own; a reused --session-id says nothing
+            written = mapped | 'WriteRows' >> WriteRows(cfg, sink, source, errors,
+                                                        session_id if session_is_new else None)
         else:
             written = mapped | 'EmitRows' >> EmitRows(paths.rows)
     dead = errors.output() | 'DeadLetters' >> DeadLetters(cfg, sink, session_id, paths.dead_letters)

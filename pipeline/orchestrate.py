@@ -192,6 +192,7 @@ class Job:
         self.contract = cfg.contract()
         self.summary = Summary()
         self.session = cfg.session_id or new_session_id()
+        self.session_is_new = cfg.session_id is None or cfg.session_is_new
         self.sink = self.source = None
         self.parts = {'status': [], 'dead_letters': [], 'rows': [], 'failures': [], 'doc_keys': []}
         self.progress: List[tuple] = [(0.0, 0)]
@@ -350,7 +351,8 @@ def run_chunks(job: Job):
             before = frozenset(written_before)
             with _StopsClearly(cfg.target):
                 result, elapsed = run_pipeline(lambda p: build(p, cfg, job.contract, chunk, job.sink, paths,
-                                                               job.session, before), cfg.beam_args)
+                                                               job.session, before,
+                                                               session_is_new=job.session_is_new), cfg.beam_args)
             raise_if_signalled()
             job.summary.add(read_counts(paths.counts), elapsed, runner_counters(result))
             job.progress.append((round(time.monotonic() - job.t0, 2), job.summary.read))
@@ -711,7 +713,8 @@ def _start_shards(job, cfg, n, work, shard_main, preexec, procs, shard_cfgs, for
             break
         shard = job.cfg.replace(
             read=job.cfg.read._replace(shard_count=n, shard_index=i), create_tables=False,
-            session_id=job.session, summary_json=os.path.join(work, f's{i}.json'), report=None,
+            session_id=job.session, session_is_new=job.session_is_new, summary_json=os.path.join(work, f's{i}.json'),
+            report=None,
             metrics_json=os.path.join(work, f'm{i}.json') if cfg.metrics_json else None,
             status=os.path.join(work, f'status{i}.jsonl') if cfg.status else None,
             dead_letter=os.path.join(work, f'dead{i}.jsonl') if cfg.dead_letter else None,
@@ -786,7 +789,8 @@ def _repair_twins(job, cfg, work, twins, shard_main, preexec, procs, forward):
     rc = job.cfg.replace(
         read=job.cfg.read._replace(only_sources=sources, resume=False, shard_count=None, shard_index=None,
                                    limit=None),
-        create_tables=False, session_id=job.session, summary_json=os.path.join(work, 'repair.json'), report=None,
+        create_tables=False, session_id=job.session, session_is_new=job.session_is_new,
+        summary_json=os.path.join(work, 'repair.json'), report=None,
         metrics_json=os.path.join(work, 'repair-m.json') if cfg.metrics_json else None,
         status=os.path.join(work, 'repair-status.jsonl') if cfg.status else None,
         dead_letter=os.path.join(work, 'repair-dead.jsonl') if cfg.dead_letter else None, doc_keys_out=None,

@@ -538,3 +538,27 @@ def test_processing_log_records_the_app_id_range_of_the_run(tmp_path, capsys):
     assert {a: got[a] for a in ids[7:]} == {a: (ids[7], None) for a in ids[7:]}
     got = run()                                    # the first two: no range given
     assert got[ids[0]] == got[ids[1]] == (None, None) and got[lo] == (lo, hi) and len(got) == len(ids)
+
+
+@pytest.mark.slow
+def test_a_reused_session_id_still_counts_a_changed_document(tmp_path, capsys):
+    """--session-id is a label a user may give every run (a job name); a ledger row with that label is then no
+    sign that this very run wrote it, so a document whose content changed since is still counted as changed."""
+    src = good_source(tmp_path, 4)
+    path = src[len('sqlite:///'):]
+    db = tmp_path / 't.db'
+
+    def run():
+        rc, out, err = _cli(capsys, 'run', '--contract', 'credit_app', '--source', src, '--target', f'sqlite:///{db}',
+                            '--tables', 'credit_app_tables', '--create-tables', '--progress-seconds', '0',
+                            '--session-id', 'nightly')
+        assert rc == 0, err
+        return out
+    assert 'changed=0' in run()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE app_xml SET xml = replace(xml, '</Provenir>', '<!-- v2 --></Provenir>') "
+                 "WHERE app_id = (SELECT MIN(app_id) FROM app_xml)")
+    conn.commit()
+    conn.close()
+    out = run()
+    assert 'written=1 ' in out and 'changed=1 ' in out, out
