@@ -85,7 +85,7 @@ class _ReplaceFn(_ConnPerBundleFn):
 
     def setup(self):
         super().setup()
-        d = get_dialect(self.target.dialect_name)
+        d = self.dialect_impl = get_dialect(self.target.dialect_name)
         self.templates = _owned_rows_templates(self.metas, self.tiers, d)
         self.ledger = d.qualify('processing_log', self.ledger_schema if d.supports_schema else None)
         self.app_id, self.status, self.hash = d.quote('app_id'), d.quote('status'), d.quote('content_hash')
@@ -96,7 +96,7 @@ class _ReplaceFn(_ConnPerBundleFn):
         """{app_id: content hash recorded, or None when this run wrote that row} of the app_ids of `ids` that
         have a processing_log success row."""
         if self.has_session is None:
-            d = get_dialect(self.target.dialect_name)
+            d = self.dialect_impl
             meta = w.run(lambda cur: d.introspect_table(w.conn, self.ledger_schema if d.supports_schema else None,
                                                         'processing_log'), commit=False)
             self.has_session = meta is not None and meta.column('session_id') is not None

@@ -20,8 +20,8 @@ class Ledger:
         d = target.dialect
         self.db = db
         self.dialect, self.schema = d, (schema if d.supports_schema else None)
-        self.table = d.qualify('processing_log', schema if d.supports_schema else None)
-        self.dead_letter = d.qualify('dead_letter', schema if d.supports_schema else None)
+        self.table = d.qualify('processing_log', self.schema)
+        self.dead_letter = d.qualify('dead_letter', self.schema)
         self.max_params = min(d.max_params, 900)
 
     @classmethod
@@ -67,8 +67,8 @@ class Ledger:
 
     def has_table(self, name):
         """Whether the target holds `name` (processing_log or dead_letter) where this ledger reads it."""
-        return self.db.run(lambda cur: self.dialect.introspect_table(self.db.ensure(), self.schema, name)
-                           is not None, commit=False)
+        return self.db.run(lambda cur: self.dialect.introspect_table(self.db.conn, self.schema, name) is not None,
+                           commit=False)
 
     def failed_app_ids(self):
         """The app_ids whose latest processing_log status is failed (--only-failed of a table source)."""
