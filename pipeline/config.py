@@ -135,9 +135,6 @@ class RunConfig:
     sample: Optional[int]
     verify_json: Optional[str]
     beam_args: Tuple[str, ...]
-    # internal (the shards of --processes over files): where to write the (app_id, source, counts) of every
-    # document written or skipped, so the launcher finds an app_id that two shards' files carry
-    doc_keys_out: Optional[str] = None
     # internal: session_id was made by this job's launcher (not given with --session-id, which a user may reuse), so
     # a ledger row of this session was written by this run: the sink does not count it as an earlier version
     session_is_new: bool = False

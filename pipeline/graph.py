@@ -47,7 +47,6 @@ class Paths(NamedTuple):
     dead_letters: Optional[str] = None    # dead letters with payloads (JSONL)
     rows: Optional[str] = None            # map: the rows (JSONL)
     written_ids: Optional[str] = None     # app_ids written by this chunk (file sources of several chunks)
-    doc_keys: Optional[str] = None        # JSONL {app_id, source, counts} of each document written or skipped
 
 
 # ============================================================================================= progress
@@ -127,6 +126,8 @@ class PrepareDocuments(beam.PTransform):
         self.contract, self.limits, self.errors = contract, limits, errors
         self.spec = ParseSpec.from_contract(contract, compile_contract(contract), mode=parse_mode,
                                             max_depth=limits.max_depth, max_seconds=limits.max_parse_seconds)
+        # files assigned to shards by their app_id: each must carry one of its shard (transforms.io.files)
+        self.spec = self.spec._replace(shard=getattr(dedupe_source, 'shard', None))
         self.dedupe_source, self.dedupe, self.written_before = dedupe_source, dedupe, written_before
         self.skipped_keys = skipped_keys     # (app_id, source) of the documents resume skipped (file sources)
 
@@ -357,22 +358,7 @@ class Reports(beam.PTransform):
                 ids = (ids, self.skipped_keys | 'SkippedIds' >> beam.Map(lambda k: str(k[0]))) \
                     | 'WrittenOrSkipped' >> beam.Flatten()
             _write_jsonl(ids, p.written_ids, 'WriteWrittenIds')
-        if p.doc_keys:
-            keys = (outcomes | 'WrittenDocs' >> beam.Filter(lambda o: o.status == 'success' and o.app_id is not None)
-                    | 'DocKeyLines' >> beam.Map(doc_key_line))
-            if self.skipped_keys is not None:
-                keys = (keys, self.skipped_keys | 'SkippedKeyLines' >> beam.Map(
-                    lambda k: json.dumps({'app_id': k[0], 'source': k[1], 'counts': {'skipped': 1}}))) \
-                    | 'DocKeys' >> beam.Flatten()
-            _write_jsonl(keys, p.doc_keys, 'WriteDocKeys')
         return counts
-
-
-def doc_key_line(o: Outcome) -> str:
-    """One written document's app_id, source and its own share of the run's counts (RunCounts of it alone)."""
-    rc = RunCounts()
-    return json.dumps({'app_id': o.app_id, 'source': o.source,
-                       'counts': rc.extract_output(rc.add_input(rc.create_accumulator(), o))}, sort_keys=True)
 
 
 # ============================================================================================= lines

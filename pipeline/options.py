@@ -97,8 +97,10 @@ def _selection(g, table_only_note=True):
                    help='Read at most this many documents (the lowest app_ids / first files).')
     g.add_argument('--shard-count', dest='shard_count', type=_int_or_none, default=None,
                    help='Sharding: this run reads only the app_ids of one shard of shard-count (table sources: a hash '
-                        'of the app_id, even shares also when app_ids step by shard-count; folders: every '
-                        'shard-count-th file). Every shard of one job must run the same version.')
+                        'of the app_id, even shares also when app_ids step by shard-count; folders: the same hash of '
+                        'the app_id read from the start of each file, so all files of one app_id share a shard; '
+                        'a file without one there goes by its position). Every shard of one job must run the '
+                        'same version.')
     g.add_argument('--shard-index', dest='shard_index', type=_int_or_none, default=None,
                    help='Sharding: which shard this run reads (0 .. shard-count-1).')
     g.add_argument('--app-ids', dest='app_ids', default=None,
@@ -134,7 +136,8 @@ def _tuning(g, sink=True):
                        help=f'Rows per page when reading a table source. Default {DEFAULT_FETCH_SIZE}.')
         g.add_argument('--processes', type=int, default=1,
                        help='Local runs: split the job into this many shard processes (an app_id hash for table '
-                            'sources, every N-th file for folders), run side by side on one machine, one summary. '
+                            'sources and for folders, whose files are assigned by the app_id at their start), run side '
+                            'by side on one machine, one summary. '
                             'This is how to use several cores with the DirectRunner (docs/benchmarks.md). '
                             'Default 1.')
     g.add_argument('--chunk-docs', dest='chunk_docs', type=int, default=None,

@@ -194,7 +194,7 @@ class Job:
         self.session = cfg.session_id or new_session_id()
         self.session_is_new = cfg.session_id is None or cfg.session_is_new
         self.sink = self.source = None
-        self.parts = {'status': [], 'dead_letters': [], 'rows': [], 'failures': [], 'doc_keys': []}
+        self.parts = {'status': [], 'dead_letters': [], 'rows': [], 'failures': []}
         self.progress: List[tuple] = [(0.0, 0)]
         self._own_work = cfg.work_dir is None
         if cfg.work_dir is None:
@@ -343,9 +343,8 @@ def run_chunks(job: Job):
                           status=job.path(f'status-{i:05d}.jsonl') if cfg.status else None,
                           dead_letters=job.path(f'dead-letters-{i:05d}.jsonl') if cfg.dead_letter else None,
                           rows=job.path(f'rows-{i:05d}.jsonl') if cfg.rows_out else None,
-                          written_ids=job.path(f'written-{i:05d}.txt') if across else None,
-                          doc_keys=job.path(f'keys-{i:05d}.jsonl') if cfg.doc_keys_out else None)
-            for k in ('status', 'dead_letters', 'rows', 'failures', 'doc_keys'):
+                          written_ids=job.path(f'written-{i:05d}.txt') if across else None)
+            for k in ('status', 'dead_letters', 'rows', 'failures'):
                 if getattr(paths, k):
                     job.parts[k].append(getattr(paths, k))
             before = frozenset(written_before)
@@ -376,8 +375,7 @@ def join_parts(job: Job):
     """The JSONL outputs of all chunks into the files asked for (any FileSystems path)."""
     from apache_beam.io.filesystems import FileSystems
     cfg = job.cfg
-    for key, dest in (('status', cfg.status), ('dead_letters', cfg.dead_letter), ('rows', cfg.rows_out),
-                      ('doc_keys', cfg.doc_keys_out)):
+    for key, dest in (('status', cfg.status), ('dead_letters', cfg.dead_letter), ('rows', cfg.rows_out)):
         if not dest:
             continue
         with FileSystems.create(dest) as out:
@@ -565,7 +563,7 @@ def run(cfg: RunConfig, shard_main=None) -> int:
 
 def run_processes(cfg: RunConfig, shard_main=None) -> int:
     """--processes N: N shard processes on this machine, each running this configuration for one shard (app_id
-    hash for table sources, every N-th file for folders); one summary."""
+    hash, for folders of the app_id read from each file's start: transforms/io/files.py); one summary."""
     import tempfile
     n = cfg.processes
     job = Job(cfg.replace(processes=1))
@@ -609,37 +607,12 @@ def run_processes(cfg: RunConfig, shard_main=None) -> int:
         codes = [p.wait() for p in procs]
         for t in threads:
             t.join()
-        twins = cross_shard_twins([sc.doc_keys_out for sc in shard_cfgs])
-        repair = None
-        if twins and forward.received is None and all(c in COMPLETED for c in codes):
-            repair = _repair_twins(job, cfg, work, twins, shard_main, preexec, procs, forward)
     import shutil
     try:
         for sc in shard_cfgs:
             if os.path.exists(sc.summary_json):
                 d = json.load(open(sc.summary_json))
                 job.summary.add(d.get('counts') or {}, 0.0)
-        dropped = set()
-        if repair is not None and forward.received is None:     # (a signal: the ledger is counted, below)
-            rcfg, rcode = repair
-            if rcode not in COMPLETED or not os.path.exists(rcfg.summary_json):
-                print(job.summary.line(), flush=True)
-                raise RunStopped(f'the run of the files whose app_id is in more than one shard ended with exit '
-                                 f'code {rcode} (its errors are above); re-run the same command')
-            # the shards' counts of those files are replaced by the counts of their run in one process
-            for e in twins.values():
-                for _, src, counts in e:
-                    job.summary.add(_negated(counts))
-                    dropped.add(src)
-            again = json.load(open(rcfg.summary_json)).get('counts') or {}
-            # 'changed' is against the target before this run, not against what a shard wrote minutes ago: the
-            # kept file's own shard said whether it changed (a kept file that its shard skipped did not)
-            again['changed'] = sum(c.get('changed', 0) for e in twins.values() for _, s, c in e
-                                   if s == min(x for _, x, _ in e))
-            job.summary.add(again, 0.0)
-            job.summary.counts = _without_zeros(job.summary.counts)
-            shard_cfgs = shard_cfgs + [rcfg]
-            codes = codes + [rcode]
         job.summary.elapsed_s = time.monotonic() - t0
         job.summary.extra.update({'processes': n, 'target': job.sink.display, 'shard_exit_codes': codes,
                                   'source': job.source.describe()})
@@ -649,10 +622,7 @@ def run_processes(cfg: RunConfig, shard_main=None) -> int:
                 if sc.metrics_json and os.path.exists(sc.metrics_json):
                     for rec in json.load(open(sc.metrics_json)).get('failed', []):
                         out.write(json.dumps(rec) + '\n')
-        # the shards' status lines of the files run again are left out: the last part has their outcome
-        n_shards = len(shard_cfgs) - bool(dropped)
-        _join_local([sc.status for sc in shard_cfgs], cfg.status,
-                    drop=lambda part, line: part < n_shards and dropped and json.loads(line).get('file') in dropped)
+        _join_local([sc.status for sc in shard_cfgs], cfg.status)
         _join_local([sc.dead_letter for sc in shard_cfgs], cfg.dead_letter)
         if forward.received is not None:
             stop = Interrupted(forward.received)
@@ -717,8 +687,7 @@ def _start_shards(job, cfg, n, work, shard_main, preexec, procs, shard_cfgs, for
             report=None,
             metrics_json=os.path.join(work, f'm{i}.json') if cfg.metrics_json else None,
             status=os.path.join(work, f'status{i}.jsonl') if cfg.status else None,
-            dead_letter=os.path.join(work, f'dead{i}.jsonl') if cfg.dead_letter else None,
-            doc_keys_out=os.path.join(work, f'keys{i}.jsonl') if job.source.kind != 'table' else None)
+            dead_letter=os.path.join(work, f'dead{i}.jsonl') if cfg.dead_letter else None)
         shard_cfgs.append(shard)
         _start_one(shard, os.path.join(work, f'config{i}.json'), shard_main, preexec, procs)
         forward.catch_up()
@@ -735,81 +704,6 @@ def _start_one(shard, config_path, shard_main, preexec, procs):
     procs.append(subprocess.Popen([sys.executable, '-m', 'pipeline.shard', config_path],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                   preexec_fn=preexec, env={**os.environ, SHARD_ENV: str(os.getpid())}))
-
-
-def cross_shard_twins(keys_files):
-    """app_id -> [(shard, source, counts)] of every app_id that files of more than one shard carry, one of them
-    written by this run (keys_files[i]: shard i's JSONL of documents written or skipped, see Paths.doc_keys).
-    Each shard keeps one document per app_id, but only among its own files (folders are split every N-th file)."""
-    def lines():
-        for i, path in enumerate(keys_files):
-            if path and os.path.exists(path):
-                with open(path, encoding='utf-8') as f:
-                    for line in f:
-                        if line.strip():
-                            yield i, json.loads(line)
-    # two passes, so that memory holds one small int per document, not every document's counts: the app_ids
-    # seen in more than one shard first, then what those few carry
-    first, multi = {}, set()
-    for i, k in lines():
-        a = int(k['app_id'])
-        if first.setdefault(a, i) != i:
-            multi.add(a)
-    del first
-    by = {}
-    for i, k in lines():
-        a = int(k['app_id'])
-        if a in multi:
-            by.setdefault(a, []).append((i, k['source'], k['counts']))
-    return {a: e for a, e in by.items() if any(c.get('written') for _, _, c in e)}
-
-
-def _negated(counts):
-    return {k: (_negated(v) if isinstance(v, dict) else -v) for k, v in counts.items()}
-
-
-def _without_zeros(counts):
-    """Counts after a subtraction: the by-table / by-field / by-stage entries that fell to 0 are left out."""
-    out = {}
-    for k, v in counts.items():
-        if isinstance(v, dict):
-            v = {kk: vv for kk, vv in _without_zeros(v).items() if vv != 0 and vv != {}}
-        out[k] = v
-    return out
-
-
-def _repair_twins(job, cfg, work, twins, shard_main, preexec, procs, forward):
-    """The files of `twins` (app_ids two shards wrote, or one wrote and another skipped) migrated again in one
-    process without resume: DedupeAppIds keeps the file whose name sorts first and dead-letters the others, and
-    the kept one replaces whatever the shards left under its app_id (both documents' contacts, when two shards
-    wrote at once). Returns (its configuration, its exit status)."""
-    sources = tuple(sorted({s for e in twins.values() for _, s, _ in e}))
-    log.warning('%d app_id(s) are carried by files of different shards (%d files): those files are migrated '
-                'again in one process, one document per app_id as without --processes', len(twins), len(sources))
-    rc = job.cfg.replace(
-        read=job.cfg.read._replace(only_sources=sources, resume=False, shard_count=None, shard_index=None,
-                                   limit=None),
-        create_tables=False, session_id=job.session, session_is_new=job.session_is_new,
-        summary_json=os.path.join(work, 'repair.json'), report=None,
-        metrics_json=os.path.join(work, 'repair-m.json') if cfg.metrics_json else None,
-        status=os.path.join(work, 'repair-status.jsonl') if cfg.status else None,
-        dead_letter=os.path.join(work, 'repair-dead.jsonl') if cfg.dead_letter else None, doc_keys_out=None,
-        # exactly these files: not the dead_letter list of --only-failed (the shards cleared the twins' rows)
-        only_failed=False, app_ids=None)
-    _start_one(rc, os.path.join(work, 'repair-config.json'), shard_main, preexec, procs)
-    forward.catch_up()          # a signal that came while it started reaches it too
-    p = procs[-1]
-
-    def relay():
-        for line in p.stderr:
-            if not line.startswith('SUMMARY '):
-                sys.stderr.write(f'[twins] {line}')
-    t = threading.Thread(target=relay, daemon=True)
-    t.start()
-    p.stdout.read()
-    code = p.wait()
-    t.join()
-    return rc, code
 
 
 def _fork_shard(shard_cfg, shard_main, preexec, procs) -> None:
@@ -898,20 +792,15 @@ def prepare_source_only(job):
         raise ConfigError(str(e)) from None
 
 
-def _join_local(parts, dest, drop=None):
-    """The local part files into `dest`; `drop(i, line)`: JSONL lines of part i to leave out."""
+def _join_local(parts, dest):
+    """The local part files into `dest`."""
     if not dest:
         return
     with open(dest, 'wb') as out:
-        for i, p in enumerate(parts):
+        for p in parts:
             if p and os.path.exists(p):
                 with open(p, 'rb') as f:
-                    if drop is None:
-                        shutil_copy(f, out)
-                        continue
-                    for line in f:
-                        if line.strip() and not drop(i, line):
-                            out.write(line)
+                    shutil_copy(f, out)
 
 
 def shutil_copy(src, dst):

@@ -123,7 +123,7 @@ def test_ledger_and_dead_letters(db):
 
 def test_changed_counts_only_against_a_ledger_row_of_an_earlier_run(db):
     """A document is 'changed' when an earlier run recorded another content hash for its app_id. A row this very
-    run wrote (a twin file another shard of --processes wrote minutes ago) is no earlier version: its rows are
+    run's own session wrote (a bundle a runner retried) is no earlier version: its rows are
     still replaced, but the document is not counted as changed."""
     db.create()
     run_write(db, [mapped(i, 7000 + i) for i in (1, 2, 3)])         # the rows the ledger rows below stand for

@@ -72,6 +72,7 @@ class ParseSpec(NamedTuple):
     mode: str = 'partial'                   # partial | full
     max_depth: int = 256
     max_seconds: float = 20.0               # wall time of one document's decoding + parse, checked per 16 KB
+    shard: Optional[Tuple[int, int]] = None  # (count, index): files assigned to shards by app_id (head_app_id)
 
     @classmethod
     def from_contract(cls, contract, compiled=None, mode='partial', max_depth=256, max_seconds=20.0):
@@ -433,6 +434,8 @@ def parse_document(doc: Doc, spec: ParseSpec) -> ParsedDoc:
     if doc.app_id is not None and doc.app_id != app_id:
         raise StageError('validation', f'source app_id {doc.app_id} differs from the document\'s {app_id}',
                          app_id=doc.app_id)
+    if spec.shard is not None:
+        _check_shard(app_id, spec.shard)
     # The application element of this product line must be there.
     if _find(root, spec.application_path) is None:
         steps = _rel_steps(spec.application_path)
@@ -446,6 +449,52 @@ def parse_document(doc: Doc, spec: ParseSpec) -> ParsedDoc:
         raise StageError('validation', f'missing required application element {spec.application_path}',
                          app_id=app_id)
     return ParsedDoc(doc.source, app_id, root, data, doc.original, doc.content_hash, head)
+
+
+def _check_shard(app_id, shard):
+    """A file assigned to shard `index` of `count` by the app_id `head_app_id` read at its start must carry an
+    app_id of that shard: another shard may hold a file of the same app_id, and only one shard's DedupeAppIds
+    sees both when both are in it. Never met when the scan and the parse agree, as they are built to."""
+    from transforms.io.sources import shard_of
+    count, index = shard
+    if shard_of(app_id, count) != index:
+        raise StageError('validation', f'app_id {app_id} was not found at the start of the file when the files '
+                                       f'were assigned to {count} shards; migrate this file without '
+                                       '--processes/--shard-count', app_id=app_id)
+
+
+def head_app_id(chunks, spec: ParseSpec) -> Optional[int]:
+    """The app_id `parse_document` finds in a document, from its start only: `chunks` (an iterable of bytes, the
+    document as read, or as validation hands it over) is parsed, by the same hardened parser, only until the
+    element holding the app_id has started. None when the document gives none there (not well-formed before it,
+    another root, no such element, not an integer): such a document is dead-lettered by the pipeline, which finds
+    the same nothing (the elements before the holder are all that `_find` looks at, and a tree built further
+    cannot change its first matches). Used to put all files of one app_id into one shard (transforms.io)."""
+    id_path, id_attr = spec.app_id_source
+    steps = _rel_steps(id_path)
+    if not steps or steps[0] != spec.root_element:
+        return None
+    parser = etree.XMLPullParser(events=('start',), **PARSER_OPTIONS)
+    root = None
+    try:
+        for chunk in chunks:
+            parser.feed(chunk)
+            for _, el in parser.read_events():
+                if root is None:
+                    root = el
+            if root is None:
+                continue
+            if root.tag != spec.root_element:
+                return None
+            holder = _find(root, id_path)
+            if holder is not None:
+                try:
+                    return parse_app_id(holder.get(id_attr) or holder.get(id_attr.lower()))
+                except StageError:
+                    return None
+    except etree.XMLSyntaxError:
+        return None
+    return None
 
 
 class ParseFn(beam.DoFn):

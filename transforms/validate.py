@@ -166,9 +166,7 @@ def validate_document(doc: Doc, limits: Limits = Limits(), root_element: Optiona
         raise StageError(STAGE, 'document contains NUL characters (binary data, not XML)')
     if not data.startswith(b'<'):
         raise StageError(STAGE, 'not XML: text does not start with "<"')
-    m = _XML_DECL.match(data)
-    if m:
-        data = _lstrip(data[m.end():])
+    data = _without_declaration(data)
     start, pi = prolog_end(data)
     if start < 0:
         raise StageError(STAGE, 'not XML: no root element')
@@ -214,6 +212,17 @@ def validate_document(doc: Doc, limits: Limits = Limits(), root_element: Optiona
 
 
 _BOM = codecs.BOM_UTF8
+
+
+def _without_declaration(data):
+    m = _XML_DECL.match(data)
+    return _lstrip(data[m.end():]) if m else data
+
+
+def decoded(xml) -> bytes:
+    """The document as `validate_document` hands it to the parser (UTF-8, no byte order mark, no XML
+    declaration), without the checks; StageError when it cannot be decoded."""
+    return _without_declaration(_lstrip(to_utf8(xml)))
 
 
 def _lstrip(data):

@@ -3,7 +3,7 @@ import os
 
 from transforms.errors import StageError
 from transforms.io.container import StreamError, StreamFileSource, root_name
-from transforms.io.files import FileSource
+from transforms.io.files import FileSource, shard_files
 from transforms.io.sources import ReadOptions, SourceError
 from transforms.io.tables import TableSource, TableSpec
 
@@ -36,9 +36,10 @@ def make_source(url_or_path, contract, source_table=None, source_column=None, op
             return src.only(opts.only_sources) if opts.only_sources is not None else src
     src = FileSource(url_or_path, limit=opts.limit, chunk_docs=chunk_docs, resume=resume)
     if opts.shard_count:
-        # Files have no app_id before parsing: shard them by position in the sorted listing.
-        paths = src.paths[opts.shard_index::opts.shard_count]
-        if not paths:
-            raise SourceError(f'shard {opts.shard_index} of {opts.shard_count} has no files at {url_or_path!r}')
-        src = FileSource(url_or_path, chunk_docs=chunk_docs, _paths=paths, _root=src.root, resume=resume)
+        # By the app_id at each file's start, so that the files of one app_id share a shard (a shard may be
+        # left without files: it reads nothing)
+        from transforms.parse import ParseSpec
+        paths = shard_files(src.paths, ParseSpec.from_contract(contract), opts.shard_count)[opts.shard_index]
+        src = FileSource(url_or_path, chunk_docs=chunk_docs, _paths=paths, _root=src.root, resume=resume,
+                         shard=(opts.shard_count, opts.shard_index))
     return src.only(opts.only_sources) if opts.only_sources is not None else src

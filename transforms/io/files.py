@@ -4,11 +4,13 @@ import glob
 import hashlib
 import logging
 import os
-from typing import List
+import time
+from typing import List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 
-from transforms.io.sources import SourceError, resumed
+from transforms.errors import StageError
+from transforms.io.sources import SourceError, resumed, shard_of
 from transforms.records import Doc
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,62 @@ def _common_root(paths):
     if not paths:
         return ''
     return os.path.dirname(paths[0]) if len(paths) == 1 else os.path.commonpath([os.path.dirname(p) for p in paths])
+
+
+_HEAD_BLOCK = 16 * 1024     # read at a time
+_HEAD_PIECE = 1024          # parsed at a time: the app_id's element usually starts within the first KB
+
+
+def _pieces(blocks):
+    for block in blocks:
+        for i in range(0, len(block), _HEAD_PIECE):
+            yield block[i:i + _HEAD_PIECE]
+_ASSIGNED = {}     # (paths, app_id source, root element, count) -> one list of paths per shard
+
+
+def file_app_id(path, spec) -> Optional[int]:
+    """The app_id the parse stage will find in the file, read from its start (`transforms.parse.head_app_id`);
+    a file that does not parse as it is read (leading blanks before its declaration, say) is decoded as
+    validation decodes it and scanned again. None: the file gives none (it will be dead-lettered)."""
+    from transforms.parse import head_app_id
+    from transforms.validate import decoded
+    try:
+        with open(path, 'rb') as f:
+            found = head_app_id(_pieces(iter(lambda: f.read(_HEAD_BLOCK), b'')), spec)
+            if found is not None:
+                return found
+            f.seek(0)
+            data = f.read()
+    except OSError:
+        return None
+    try:
+        data = decoded(data)
+    except StageError:
+        return None
+    return head_app_id(_pieces([data]), spec)
+
+
+def shard_files(paths: Sequence[str], spec, count: int) -> List[List[str]]:
+    """The files of each of `count` shards: a file goes to the shard of its app_id (the hash table sources
+    shard by), so that all files of one app_id are in one shard and its DedupeAppIds keeps one of them, as one
+    process does; a file without an app_id at its start (it will be dead-lettered) goes by its position. Each
+    file's start is read once per process (the shards forked by --processes inherit the launcher's result)."""
+    key = (tuple(paths), tuple(spec.app_id_source), spec.root_element, count)
+    got = _ASSIGNED.get(key)
+    if got is not None:
+        return got
+    t0 = time.monotonic()
+    got, by_position = [[] for _ in range(count)], 0
+    for i, path in enumerate(paths):
+        a = file_app_id(path, spec)
+        if a is None:
+            by_position += 1
+        got[i % count if a is None else shard_of(a, count)].append(path)
+    log.info('%d files assigned to %d shards by the app_id at the start of each (%.1f s)%s', len(paths), count,
+             time.monotonic() - t0, f'; {by_position} without one, by position' if by_position else '')
+    _ASSIGNED.clear()
+    _ASSIGNED[key] = got
+    return got
 
 
 class ReadFileFn(beam.DoFn):
@@ -65,8 +123,10 @@ class ReadFiles(beam.PTransform):
 class FileSource:
     kind = 'files'
 
-    def __init__(self, pattern, limit=None, chunk_docs=None, _paths=None, _root=None, resume=None):
+    def __init__(self, pattern, limit=None, chunk_docs=None, _paths=None, _root=None, resume=None,
+                 shard: Optional[Tuple[int, int]] = None):
         self.pattern = pattern
+        self.shard = shard            # (count, index): this shard's files, assigned by app_id (shard_files)
         self.paths = _paths if _paths is not None else list_xml_files(pattern)
         if limit is not None:
             self.paths = self.paths[:limit]
@@ -84,13 +144,14 @@ class FileSource:
                  len(paths), len(self.paths))
         # none failed: a run that reads nothing (as a table source's --only-failed with no failed app_id)
         return FileSource(self.pattern, chunk_docs=self.chunk_docs, _paths=paths, _root=self.root,
-                          resume=self.resume)
+                          resume=self.resume, shard=self.shard)
 
     def chunks(self):
         n = self.chunk_docs
         if not n or len(self.paths) <= n:
             return [self]
-        return [FileSource(self.pattern, _paths=self.paths[i:i + n], _root=self.root, resume=self.resume)
+        return [FileSource(self.pattern, _paths=self.paths[i:i + n], _root=self.root, resume=self.resume,
+                           shard=self.shard)
                 for i in range(0, len(self.paths), n)]
 
     def fetcher(self):

@@ -108,8 +108,8 @@ class _ReplaceFn(_ConnPerBundleFn):
                 chunk = part[i:i + 500]
                 cur.execute(f'SELECT {self.app_id}, {self.hash}, {session} FROM {self.ledger} WHERE {self.status} = ? '
                             f'AND {self.app_id} {_ids_sql(len(chunk))}', ['success'] + list(chunk))
-                # A row this run wrote (a twin file of another shard of --processes, minutes ago) is no version
-                # 'before' the run: the document counts as changed only against an earlier run's row.
+                # A row this run's own session wrote (a bundle retried by a runner, say) is no version 'before'
+                # the run: the document counts as changed only against an earlier run's row.
                 found.update((_norm(r[0]), None if r[2] is not None and r[2] == self.session_id else r[1])
                              for r in cur.fetchall())
             return found
