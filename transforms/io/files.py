@@ -114,7 +114,7 @@ class ReadFiles(beam.PTransform):
 
     def expand(self, pbegin):
         docs = (pbegin
-                | 'Paths' >> beam.Create(self.paths)
+                | 'Paths' >> beam.Create(self.paths, reshuffle=False)    # spread just below
                 | 'Spread' >> beam.Reshuffle()
                 | 'ReadFile' >> beam.ParDo(ReadFileFn(self.root)))
         return resumed(docs, self.resume)

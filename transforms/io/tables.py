@@ -401,7 +401,7 @@ class ReadTable(beam.PTransform):
 
     def expand(self, pbegin):
         res = (pbegin
-               | 'Partitions' >> beam.Create(self.partitions)
+               | 'Partitions' >> beam.Create(self.partitions, reshuffle=False)    # spread just below
                | 'Spread' >> beam.Reshuffle()
                | 'ReadPartition' >> beam.ParDo(ReadPartitionFn(self.spec, self.opts, self.resume_target,
                                                                self.resume_schema)).with_outputs(SKIPPED_TAG,
