@@ -477,24 +477,36 @@ def head_app_id(chunks, spec: ParseSpec) -> Optional[int]:
     steps = _rel_steps(id_path)
     if not steps or steps[0] != spec.root_element:
         return None
-    parser = etree.XMLPullParser(events=('start',), **PARSER_OPTIONS)
-    root = None
+    # chosen[k]: the element _find takes at depth k, the first child named steps[k] of chosen[k - 1]; it is the
+    # first start event of that name whose parent is chosen[k - 1] (children start after their parent). Each event
+    # is looked at once (calling _find after every piece walked all the root's children each time: quadratic in a
+    # document of many siblings), and every element that ended off the path is dropped (the tree of a large file
+    # without the app_id's element is never built whole).
+    parser = etree.XMLPullParser(events=('start', 'end'), **PARSER_OPTIONS)
+    chosen = []
     try:
         for chunk in chunks:
             parser.feed(chunk)
-            for _, el in parser.read_events():
-                if root is None:
-                    root = el
-            if root is None:
-                continue
-            if root.tag != spec.root_element:
-                return None
-            holder = _find(root, id_path)
-            if holder is not None:
-                try:
-                    return parse_app_id(holder.get(id_attr) or holder.get(id_attr.lower()))
-                except StageError:
-                    return None
+            for event, el in parser.read_events():
+                if event == 'end':
+                    if not any(el is c for c in chosen):
+                        parent = el.getparent()
+                        if parent is not None:
+                            parent.remove(el)
+                    continue
+                if not chosen:
+                    if el.tag != spec.root_element:
+                        return None
+                elif len(chosen) < len(steps) and el.tag == steps[len(chosen)] and el.getparent() is chosen[-1]:
+                    pass
+                else:
+                    continue
+                chosen.append(el)
+                if len(chosen) == len(steps):
+                    try:
+                        return parse_app_id(el.get(id_attr) or el.get(id_attr.lower()))
+                    except StageError:
+                        return None
     except etree.XMLSyntaxError:
         return None
     return None
