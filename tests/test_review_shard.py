@@ -85,3 +85,21 @@ def test_a_misplaced_twin_never_removes_the_rows_its_kept_twin_wrote(tmp_path, c
             assert _rows(f'{tmp_path}/t.db', a)[:2] != (0, 0)          # 000.xml written
     app_base, contacts, log = _rows(f'{tmp_path}/t.db', a)
     assert (app_base, log) == (1, [('success',)]), (app_base, contacts, log)
+
+
+@pytest.mark.parametrize('before', [
+    '<P/>' * 5000,                                     # siblings of <Request> beyond the scan's pruning interval
+    '<P a="1">t</P>' * 9000 + '<Q/>',
+    '<Big>' + '<x a="1">text</x>' * 20000 + '</Big>',  # one sibling holding many elements
+    '<Request2/>' * 4500 + '<Note><Request ID="7"/></Note>',   # a nested <Request> is off the path
+])
+def test_the_scan_finds_the_app_id_past_many_elements_before_it(tmp_path, before):
+    """The scan drops the finished part of its tree as it goes: the app_id it finds must stay the parse's."""
+    from test_shard_files import BASE, BASE_ID, _body, pipeline_app_id, scanned
+    body = _body(BASE)
+    data = body.replace('<Request ', before + '<Request ', 1).encode('utf-8')
+    assert pipeline_app_id(data) == BASE_ID
+    assert scanned(tmp_path, data) == BASE_ID
+    for mode in ('partial', 'full'):
+        second = body.replace('</Provenir>', before + '<Request ID="99"/></Provenir>').encode('utf-8')
+        assert pipeline_app_id(second, SPEC._replace(mode=mode)) == scanned(tmp_path, second) == BASE_ID

@@ -480,26 +480,21 @@ def head_app_id(chunks, spec: ParseSpec) -> Optional[int]:
     # chosen[k]: the element _find takes at depth k, the first child named steps[k] of chosen[k - 1]; it is the
     # first start event of that name whose parent is chosen[k - 1] (children start after their parent). Each event
     # is looked at once (calling _find after every piece walked all the root's children each time: quadratic in a
-    # document of many siblings), and every element that ended off the path is dropped (the tree of a large file
-    # without the app_id's element is never built whole).
-    parser = etree.XMLPullParser(events=('start', 'end'), **PARSER_OPTIONS)
-    chosen = []
+    # document of many siblings), and the finished part of the tree below the deepest chosen element is dropped
+    # now and then (the tree of a large file without the app_id's element is never built whole).
+    parser = etree.XMLPullParser(events=('start',), **PARSER_OPTIONS)
+    chosen, seen = [], 0
     try:
         for chunk in chunks:
             parser.feed(chunk)
-            for event, el in parser.read_events():
-                if event == 'end':
-                    if not any(el is c for c in chosen):
-                        parent = el.getparent()
-                        if parent is not None:
-                            parent.remove(el)
-                    continue
+            for _, el in parser.read_events():
                 if not chosen:
                     if el.tag != spec.root_element:
                         return None
-                elif len(chosen) < len(steps) and el.tag == steps[len(chosen)] and el.getparent() is chosen[-1]:
+                elif el.tag == steps[len(chosen)] and el.getparent() is chosen[-1]:
                     pass
                 else:
+                    seen += 1
                     continue
                 chosen.append(el)
                 if len(chosen) == len(steps):
@@ -507,9 +502,20 @@ def head_app_id(chunks, spec: ParseSpec) -> Optional[int]:
                         return parse_app_id(el.get(id_attr) or el.get(id_attr.lower()))
                     except StageError:
                         return None
+            if seen >= 4096:            # between pieces: never under an event not yet looked at
+                seen = 0
+                _drop_finished(chosen[-1])
     except etree.XMLSyntaxError:
         return None
     return None
+
+
+def _drop_finished(node):
+    """The children of `node` but its last (the one the parser may still be in), and so on down the last children:
+    the iterparse idiom (an element whose later sibling has started is finished, its tail too)."""
+    while node is not None and len(node):
+        del node[:-1]
+        node = node[-1]
 
 
 class ParseFn(beam.DoFn):
