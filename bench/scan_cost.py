@@ -30,7 +30,7 @@ for name in (sys.argv[1:] or CASES):
     with open(p, 'wb') as f:
         f.write(data)
     t = time.perf_counter()
-    got = file_app_id(p, SPEC)
+    got = file_app_id(p, SPEC, Limits().max_doc_bytes)     # as a run does (--max-doc-mb)
     ts = time.perf_counter() - t
     try:
         validate_document(Doc(source='x', app_id=None, xml=data), Limits(), 'Provenir')

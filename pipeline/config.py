@@ -183,7 +183,7 @@ class RunConfig:
                 raise ConfigError(f'--{n} is required (see --help)')
         contract_path = resolve_sample(g('contract'))
         limits = _limits(ns)
-        read = _read_options(ns, command)
+        read = _read_options(ns, command)._replace(max_doc_bytes=limits.max_doc_bytes)
         table = is_table_url(source)
         if not table:
             # Options that only a table source reads are an error here, given with any value (even the

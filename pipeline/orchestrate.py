@@ -569,8 +569,9 @@ def run_processes(cfg: RunConfig, shard_main=None) -> int:
     job = Job(cfg.replace(processes=1))
     # Check everything once, create the tables once, before any process starts.
     prepare(job)
+    reads = _shard_reads(job, n)
     for i in range(n):
-        shard = job.cfg.replace(read=job.cfg.read._replace(shard_count=n, shard_index=i))
+        shard = job.cfg.replace(read=reads[i])
         probe = Job.__new__(Job)
         probe.cfg, probe.contract = shard, job.contract
         prepare_source_only(probe)
@@ -581,7 +582,7 @@ def run_processes(cfg: RunConfig, shard_main=None) -> int:
     shard_cfgs = []
     with forward:
         try:
-            _start_shards(job, cfg, n, work, shard_main, preexec, procs, shard_cfgs, forward)
+            _start_shards(job, cfg, reads, work, shard_main, preexec, procs, shard_cfgs, forward)
         except BaseException:
             # a shard that could not start (fork or exec refused): the ones already running stop and are waited
             # for, so that none is left writing after the launcher reports the error
@@ -675,14 +676,27 @@ class _ForkedShard:
         return self._reap(0)
 
 
-def _start_shards(job, cfg, n, work, shard_main, preexec, procs, shard_cfgs, forward):
-    """Start the N shard processes (forked, or new interpreters given their configuration file); a signal that
-    arrives meanwhile stops the starting and reaches every shard already started."""
-    for i in range(n):
+def _shard_reads(job, n):
+    """The ReadOptions of each of the n shards. A folder's files are assigned here, once, by the app_id at each
+    file's start (transforms/io/files.py: shard_files), and each shard is given its list: every shard works from
+    the same assignment, forked or a new interpreter, and the files are read once for it."""
+    read = job.cfg.read._replace(shard_count=n)
+    plan = None
+    if job.source.kind == 'files':
+        from transforms.io import folder_shards
+        from transforms.io.files import FileSource
+        plan = folder_shards(FileSource(job.cfg.source, limit=read.limit).paths, job.contract, read)
+    return [read._replace(shard_index=i, shard_paths=None if plan is None else tuple(plan[i])) for i in range(n)]
+
+
+def _start_shards(job, cfg, reads, work, shard_main, preexec, procs, shard_cfgs, forward):
+    """Start the shard processes (one per entry of `reads`; forked, or new interpreters given their configuration
+    file); a signal that arrives meanwhile stops the starting and reaches every shard already started."""
+    for i, read in enumerate(reads):
         if forward.received is not None:
             break
         shard = job.cfg.replace(
-            read=job.cfg.read._replace(shard_count=n, shard_index=i), create_tables=False,
+            read=read, create_tables=False,
             session_id=job.session, session_is_new=job.session_is_new, summary_json=os.path.join(work, f's{i}.json'),
             report=None,
             metrics_json=os.path.join(work, f'm{i}.json') if cfg.metrics_json else None,

@@ -1,7 +1,6 @@
 """Review of 83aa6c7 (folders sharded by the app_id at each file's start): reproductions of defects found.
 
 Each test states what the change promises and fails where it does not hold. They are meant to fail on 83aa6c7."""
-import os
 import re
 import sqlite3
 
@@ -57,17 +56,16 @@ def test_a_misplaced_twin_never_removes_the_rows_its_kept_twin_wrote(tmp_path, c
     if how == 'scan_disagrees':
         # the device test_shard_files uses for 'should the scan ever disagree with the parse'
         real = files_mod.file_app_id
-        monkeypatch.setattr(files_mod, 'file_app_id', lambda p, spec: None if p == victim else real(p, spec))
+        monkeypatch.setattr(files_mod, 'file_app_id', lambda p, spec, *a: None if p == victim else real(p, spec, *a))
     else:
         # real code paths only: the twin is still being written when the files are assigned (its start holds no
         # app_id yet), and complete when its shard reads it
         real_shard_files = files_mod.shard_files
 
-        def racing(paths_, spec, n):
+        def racing(paths_, spec, n, *a):
             open(victim, 'w').write('<?xml version="1.0"?>\n<Provenir>')
             try:
-                files_mod._ASSIGNED.clear()
-                return real_shard_files(paths_, spec, n)
+                        return real_shard_files(paths_, spec, n, *a)
             finally:
                 open(victim, 'w').write(twin)
         monkeypatch.setattr(files_mod, 'shard_files', racing)

@@ -204,7 +204,6 @@ def test_every_file_of_one_app_id_is_assigned_to_one_shard_the_rest_by_position(
         paths.append(str(p))
     paths.sort()
     for count in (2, 3):
-        files_mod._ASSIGNED.clear()
         got = shard_files(paths, SPEC, count)
         assert sorted(p for s in got for p in s) == paths          # each file in exactly one shard
         for index, shard in enumerate(got):
@@ -214,7 +213,6 @@ def test_every_file_of_one_app_id_is_assigned_to_one_shard_the_rest_by_position(
                     assert paths.index(p) % count == index, p
                 else:
                     assert shard_of(a, count) == index, p
-        assert shard_files(paths, SPEC, count) is got               # once per process (forked shards inherit)
 
 
 def test_a_file_whose_app_id_belongs_to_another_shard_is_dead_lettered_with_its_reason():
@@ -279,8 +277,7 @@ def test_a_file_the_scan_misplaces_is_dead_lettered_not_written_and_counted(tmp_
     folder = _folder_with_twins(tmp_path, n=6)
     victim = str(folder / '005.xml')
     real = files_mod.file_app_id
-    monkeypatch.setattr(files_mod, 'file_app_id', lambda p, spec: None if p == victim else real(p, spec))
-    files_mod._ASSIGNED.clear()
+    monkeypatch.setattr(files_mod, 'file_app_id', lambda p, spec, *a: None if p == victim else real(p, spec, *a))
     a = real(victim, SPEC)
     # the index whose position-assignment differs from the app_id's shard
     paths = sorted(str(p) for p in folder.glob('*.xml'))
@@ -305,3 +302,87 @@ def test_a_file_the_scan_misplaces_is_dead_lettered_not_written_and_counted(tmp_
         assert c.execute('SELECT COUNT(*) FROM app_base WHERE app_id = ?', (a,)).fetchone()[0] == 0
     finally:
         c.close()
+
+
+def _find_app_id(data: bytes, spec):
+    """What parse_document's lookup gives on the whole tree (transforms.parse._find, first match per step)."""
+    from lxml import etree
+    from transforms.parse import PARSER_OPTIONS, _find
+    from transforms.validate import parse_app_id
+    try:
+        root = etree.fromstring(data, etree.XMLParser(**PARSER_OPTIONS))
+    except etree.XMLSyntaxError:
+        return None
+    holder = _find(root, spec.app_id_source[0])
+    try:
+        return None if holder is None else parse_app_id(holder.get('ID') or holder.get('id'))
+    except StageError:
+        return None
+
+
+@st.composite
+def nested_doc(draw):
+    """Random trees of A/B/X elements (many siblings at times: the scan prunes what it has passed), the app_id
+    path /Provenir/A/B: the first A's first B holds it, or _find gives None (the first A has no B)."""
+    counter = iter(range(1, 10 ** 6))
+
+    def element(depth):
+        tag = draw(st.sampled_from(['A', 'B', 'X']))
+        attrs = f' ID="{next(counter)}"' if draw(st.booleans()) else ''
+        if depth >= 3 or draw(st.integers(0, 2)) == 0:
+            return f'<{tag}{attrs}/>'
+        kids = ''.join(element(depth + 1) for _ in range(draw(st.integers(0, 4))))
+        return f'<{tag}{attrs}>{kids}</{tag}>'
+    filler = '<X/>' * draw(st.sampled_from([0, 0, 5000, 20000]))
+    body = ''.join(element(1) for _ in range(draw(st.integers(0, 5))))
+    where = draw(st.integers(0, 2))
+    parts = [filler, body] if where == 0 else [body, filler] if where == 1 else [body]
+    return ('<Provenir>' + ''.join(parts) + '</Provenir>').encode('utf-8')
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                   HealthCheck.data_too_large])
+@given(data=nested_doc())
+def test_the_scan_takes_the_first_match_of_each_step_as_the_parse_does(data):
+    from transforms.parse import head_app_id
+    spec = SPEC._replace(app_id_source=('/Provenir/A/B', 'ID'))
+    assert head_app_id(files_mod._pieces([data]), spec) == _find_app_id(data, spec)
+
+
+def test_a_file_over_the_size_limit_is_not_scanned(tmp_path):
+    path = tmp_path / 'big.xml'
+    path.write_bytes(_body(BASE).encode('utf-8'))
+    assert file_app_id(str(path), SPEC) == BASE_ID
+    assert file_app_id(str(path), SPEC, max_bytes=path.stat().st_size) == BASE_ID
+    assert file_app_id(str(path), SPEC, max_bytes=path.stat().st_size - 1) is None   # validation refuses it
+
+
+def test_processes_scan_each_file_once_in_the_launcher_and_hand_each_shard_its_list(tmp_path, capsys,
+                                                                                      monkeypatch):
+    """The shards work from the launcher's one assignment (a shard that scanned again could see a file that
+    changed meanwhile elsewhere than the launcher did); the configuration a spawned shard reads carries it."""
+    from pipeline.config import RunConfig
+    from pipeline import orchestrate
+    folder = _folder_with_twins(tmp_path, n=6)
+    log = tmp_path / 'scans.log'
+    real = files_mod.file_app_id
+
+    def counted(p, spec, *a):
+        with open(log, 'a') as f:
+            f.write(f'{os.getpid()} {p}\n')
+        return real(p, spec, *a)
+    monkeypatch.setattr(files_mod, 'file_app_id', counted)
+    seen = []
+    real_start = orchestrate._start_one
+    monkeypatch.setattr(orchestrate, '_start_one', lambda shard, *a: (seen.append(shard), real_start(shard, *a)))
+    assert cli(['run', '--contract', 'credit_app', '--source', str(folder), '--tables', 'credit_app_tables',
+                '--create-tables', '--max-dead-letter-rate', '1', '--target', f'sqlite:///{tmp_path}/t.db',
+                '--processes', '2']) == 0
+    assert summary_counts(capsys.readouterr().out)[:3] == (11, 6, 5)
+    scans = log.read_text().splitlines()
+    files = sorted(str(p) for p in folder.glob('*.xml'))
+    assert sorted(ln.split(' ', 1)[1] for ln in scans) == files          # each file once
+    assert {ln.split(' ', 1)[0] for ln in scans} == {str(os.getpid())}   # by the launcher
+    assert sorted(p for s in seen for p in s.read.shard_paths) == files
+    again = RunConfig.from_json(seen[0].to_json())
+    assert list(again.read.shard_paths) == list(seen[0].read.shard_paths) and again.read.shard_index == 0

@@ -494,6 +494,10 @@ def head_app_id(chunks, spec: ParseSpec) -> Optional[int]:
                 elif el.tag == steps[len(chosen)] and el.getparent() is chosen[-1]:
                     pass
                 else:
+                    if len(chosen) > 1:
+                        parent = el.getparent()
+                        if any(parent is c for c in chosen[:-1]):
+                            return None     # chosen[-1] has ended without the next step: _find gives None
                     seen += 1
                     continue
                 chosen.append(el)

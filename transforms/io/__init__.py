@@ -8,6 +8,12 @@ from transforms.io.sources import ReadOptions, SourceError
 from transforms.io.tables import TableSource, TableSpec
 
 
+def folder_shards(paths, contract, opts: ReadOptions):
+    """The files of each of opts.shard_count shards, by the app_id at each file's start (files.shard_files)."""
+    from transforms.parse import ParseSpec
+    return shard_files(paths, ParseSpec.from_contract(contract), opts.shard_count, opts.max_doc_bytes)
+
+
 def make_source(url_or_path, contract, source_table=None, source_column=None, opts: ReadOptions = ReadOptions(),
                 resume_target=None, resume_schema=None, dialect=None, chunk_docs=None, record_element=None):
     """A source from the --source option: sqlite:///PATH, odbc:..., or a folder/glob of .xml files."""
@@ -38,8 +44,10 @@ def make_source(url_or_path, contract, source_table=None, source_column=None, op
     if opts.shard_count:
         # By the app_id at each file's start, so that the files of one app_id share a shard (a shard may be
         # left without files: it reads nothing)
-        from transforms.parse import ParseSpec
-        paths = shard_files(src.paths, ParseSpec.from_contract(contract), opts.shard_count)[opts.shard_index]
+        if opts.shard_paths is not None:
+            paths = list(opts.shard_paths)            # --processes: the launcher's one scan
+        else:
+            paths = folder_shards(src.paths, contract, opts)[opts.shard_index]
         src = FileSource(url_or_path, chunk_docs=chunk_docs, _paths=paths, _root=src.root, resume=resume,
                          shard=(opts.shard_count, opts.shard_index))
     return src.only(opts.only_sources) if opts.only_sources is not None else src

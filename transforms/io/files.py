@@ -39,16 +39,18 @@ def _pieces(blocks):
     for block in blocks:
         for i in range(0, len(block), _HEAD_PIECE):
             yield block[i:i + _HEAD_PIECE]
-_ASSIGNED = {}     # (paths, app_id source, root element, count) -> one list of paths per shard
 
 
-def file_app_id(path, spec) -> Optional[int]:
+def file_app_id(path, spec, max_bytes=None) -> Optional[int]:
     """The app_id the parse stage will find in the file, read from its start (`transforms.parse.head_app_id`);
     a file that does not parse as it is read (leading blanks before its declaration, say) is decoded as
-    validation decodes it and scanned again. None: the file gives none (it will be dead-lettered)."""
+    validation decodes it and scanned again. None: the file gives none (it will be dead-lettered), or it is over
+    `max_bytes` (validation refuses it for its size before any parser sees it)."""
     from transforms.parse import head_app_id
     from transforms.validate import decoded
     try:
+        if max_bytes is not None and os.path.getsize(path) > max_bytes:
+            return None
         with open(path, 'rb') as f:
             found = head_app_id(_pieces(iter(lambda: f.read(_HEAD_BLOCK), b'')), spec)
             if found is not None:
@@ -64,26 +66,22 @@ def file_app_id(path, spec) -> Optional[int]:
     return head_app_id(_pieces([data]), spec)
 
 
-def shard_files(paths: Sequence[str], spec, count: int) -> List[List[str]]:
+def shard_files(paths: Sequence[str], spec, count: int, max_bytes=None) -> List[List[str]]:
     """The files of each of `count` shards: a file goes to the shard of its app_id (the hash table sources
     shard by), so that all files of one app_id are in one shard and its DedupeAppIds keeps one of them, as one
-    process does; a file without an app_id at its start (it will be dead-lettered) goes by its position. Each
-    file's start is read once per process (the shards forked by --processes inherit the launcher's result)."""
-    key = (tuple(paths), tuple(spec.app_id_source), spec.root_element, count)
-    got = _ASSIGNED.get(key)
-    if got is not None:
-        return got
+    process does; a file without an app_id at its start (it will be dead-lettered) goes by its position.
+    --processes scans once in the launcher and hands each shard its list (ReadOptions.shard_paths); a run
+    given --shard-count/--shard-index scans the folder itself (the files must not change between the shards'
+    runs: a file whose app_id changed in between could be read by two shards or by none)."""
     t0 = time.monotonic()
     got, by_position = [[] for _ in range(count)], 0
     for i, path in enumerate(paths):
-        a = file_app_id(path, spec)
+        a = file_app_id(path, spec, max_bytes)
         if a is None:
             by_position += 1
         got[i % count if a is None else shard_of(a, count)].append(path)
     log.info('%d files assigned to %d shards by the app_id at the start of each (%.1f s)%s', len(paths), count,
              time.monotonic() - t0, f'; {by_position} without one, by position' if by_position else '')
-    _ASSIGNED.clear()
-    _ASSIGNED[key] = got
     return got
 
 

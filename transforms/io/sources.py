@@ -51,6 +51,8 @@ class ReadOptions(NamedTuple):
     resume: bool = True
     app_ids: Optional[Tuple[int, ...]] = None       # read only these (--app-ids, --only-failed on a table source)
     only_sources: Optional[Tuple[str, ...]] = None  # files: read only these source references (--only-failed)
+    shard_paths: Optional[Tuple[str, ...]] = None   # files: this shard's files, as the launcher assigned them
+    max_doc_bytes: Optional[int] = None             # files over it are not scanned for an app_id (too large anyway)
 
 
 def resumed(docs, resume):
