@@ -230,6 +230,11 @@ def prepare(job: Job):
     read = cfg.read
     if cfg.command == 'run':
         schema = target_schema(parse_target(cfg.target, dialect=cfg.dialect), job.contract.target_schema)
+        if cfg.only_failed and not cfg.source_is_table and os.path.isfile(cfg.source):
+            # a container file cannot be read in part: said before looking for the target's dead_letter table
+            from transforms.io.container import ONLY_FAILED_REFUSED, is_container
+            if is_container(cfg.source, job.contract.root_element):
+                raise ConfigError(ONLY_FAILED_REFUSED)
         read = _select_documents(cfg, schema)
     try:
         # The source is checked first: nothing is created in the target for a job that cannot read anything.

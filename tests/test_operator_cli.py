@@ -493,6 +493,12 @@ def test_options_that_do_not_apply_to_a_table_or_a_container_file_are_an_error(t
                         f'sqlite:///{tmp_path}/t.db', '--only-failed')
     assert rc == 2 and len(error_lines(err)) == 1 and 'one file of many documents' in err, err
     assert 'SUMMARY' not in out
+    # into a target no run went into yet: the same reason (it was the missing dead_letter table), no file made
+    fresh = tmp_path / 'fresh.db'
+    rc, out, err = _cli(capsys, 'run', '--contract', 'credit_app', '--source', str(export), '--target',
+                        f'sqlite:///{fresh}', '--only-failed')
+    assert rc == 2 and len(error_lines(err)) == 1 and 'one file of many documents' in err, err
+    assert 'SUMMARY' not in out and not fresh.exists()
 
 
 @pytest.mark.parametrize('source', ['table', 'folder'])

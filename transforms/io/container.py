@@ -13,6 +13,7 @@ import os
 import apache_beam as beam
 from lxml import etree
 
+from transforms.errors import StageError
 from transforms.io.sources import SourceError, resumed
 from transforms.records import DeadLetter, Doc
 
@@ -30,7 +31,6 @@ def root_name(path):
     """The root element's local name of an XML file (from its first bytes), or None; refuses a DOCTYPE."""
     with open(path, 'rb') as f:
         head = f.read(PEEK)
-    from transforms.errors import StageError
     from transforms.text import decode_payload, prolog_end
     text = None
     for cut in range(4):          # the peek may end inside a multi-byte character
@@ -110,6 +110,20 @@ class _StreamFetcher:
         return None
 
 
+ONLY_FAILED_REFUSED = ('--only-failed reads the failed documents again; one file of many documents is read whole: '
+                       'run it again without --only-failed (resume skips the done ones)')
+
+
+def is_container(path, root_element) -> bool:
+    """Whether `path` is one file of many documents (its root is not the contract's root element); False where
+    its start cannot be read (make_source reports that)."""
+    try:
+        root = root_name(path)
+    except (StreamError, StageError):
+        return False
+    return bool(root) and root != root_element
+
+
 class StreamFileSource:
     """--source FILE.xml whose root is not the contract's root element: its record elements are the documents."""
     kind = 'stream'
@@ -139,8 +153,7 @@ class StreamFileSource:
         return _Read()
 
     def only(self, sources):
-        raise SourceError('--only-failed reads the failed documents again; one file of many documents is read '
-                          'whole: run it again without --only-failed (resume skips the done ones)')
+        raise SourceError(ONLY_FAILED_REFUSED)
 
     def chunks(self):
         n = self.chunk_docs
