@@ -479,7 +479,8 @@ def _displayed_options(cfg: RunConfig):
     for k, v in cfg.read._asdict().items():
         if k == 'resume':
             out['resume' if v else 'no-resume'] = True
-        elif v is not None and k not in ('app_ids', 'only_sources'):
+        elif v is not None and k not in ('app_ids', 'only_sources', 'shard_paths', 'max_doc_bytes'):
+            # (lists and internal copies are left out: max_doc_bytes is shown as --max-doc-mb below)
             out[k.replace('_', '-')] = v
     for k, v in cfg.limits._asdict().items():
         if k == 'max_doc_bytes':
