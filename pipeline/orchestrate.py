@@ -7,7 +7,7 @@ its counts under the work folder (`Paths`); the launcher adds them up, prints pr
 and ends with the SUMMARY line, the JSON files and the report. SIGINT / SIGTERM stop it cleanly with a SUMMARY of
 what was committed (counted from the target's processing_log rows of this run's session).
 
-(About 680 lines on purpose: signals, chunks, shard processes, progress and the final report are the launcher's
+(About 900 lines on purpose: signals, chunks, shard processes, progress and the final report are the launcher's
 parts and share its Job state; splitting them would pass that state around instead.)
 """
 import datetime as dt

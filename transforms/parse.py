@@ -458,12 +458,12 @@ def _check_shard(app_id, shard):
     from transforms.io.sources import shard_of
     count, index = shard
     if shard_of(app_id, count) != index:
+        # app_id None on purpose (as dedupe's losers): processing_log keeps one row per app_id, which belongs to
+        # the document of that app_id in its own shard; a 'failed' row here would overwrite it, and a ledger that
+        # saw 'success' of another session would delete that document's rows as a failed re-migration's
         raise StageError('validation', f'app_id {app_id} was not found at the start of the file when the files '
                                        f'were assigned to {count} shards; migrate this file without '
                                        '--processes/--shard-count')
-    # app_id None on purpose (as dedupe's losers): processing_log keeps one row per app_id, which belongs to the
-    # document of that app_id in its own shard; a 'failed' row here would overwrite it, and a ledger that saw
-    # 'success' of another session would delete that document's rows as a failed re-migration's
 
 
 def head_app_id(chunks, spec: ParseSpec) -> Optional[int]:
