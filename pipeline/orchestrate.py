@@ -800,8 +800,8 @@ def _fork_shard(shard_cfg, shard_main, preexec, procs) -> None:
 
 
 def prepare_source_only(job):
-    """make_source for one shard's configuration: a bad source is a one-line error before any shard starts; for a
-    folder it also assigns the files to the shards once, which forked shards inherit (a shard may get no files)."""
+    """make_source for one shard's configuration: a bad source is a one-line error before any shard starts (a
+    folder's shard is given its files by _shard_reads, and may get none)."""
     from transforms.io.sources import SourceError
     from transforms.io import make_source
     cfg = job.cfg

@@ -11,7 +11,9 @@ import apache_beam as beam
 
 from transforms.errors import StageError
 from transforms.io.sources import SourceError, resumed, shard_of
+from transforms.parse import head_app_id
 from transforms.records import Doc
+from transforms.validate import decoded
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +48,6 @@ def file_app_id(path, spec, max_bytes=None) -> Optional[int]:
     a file that does not parse as it is read (leading blanks before its declaration, say) is decoded as
     validation decodes it and scanned again. None: the file gives none (it will be dead-lettered), or it is over
     `max_bytes` (validation refuses it for its size before any parser sees it)."""
-    from transforms.parse import head_app_id
-    from transforms.validate import decoded
     try:
         if max_bytes is not None and os.path.getsize(path) > max_bytes:
             return None
