@@ -10,7 +10,7 @@
 Within one document two different rows with the same key fail the document (`unique_rows`).
 """
 from contracts import convert as cv
-from contracts.columns import DEFAULTED, MEANINGFUL, NULLISH, PRESENT, TRUTHY, X_APP, raw_through_chain
+from contracts.columns import DEFAULTED, MEANINGFUL, NULLISH, PRESENT, TRUTHY, X_APP, plain_value, raw_through_chain
 from contracts.errors import MappingError
 from contracts.model import ROW_SHAPES
 
@@ -54,8 +54,18 @@ def one_row(doc, t):
     row = {}
     keep = t.kind == 'root'
     meaningful = False
+    fast = doc.trace is None
+    cache = doc.cache
     for col in t.cols:
-        v, st = doc.value(col, None, False)
+        if fast and col.plain and col.xkind == X_APP:
+            # the most common column, inlined (Document.extract + column_value): an application-level attribute
+            els = cache.get(col.path)
+            if els is None:
+                els = doc.elems(col.path)
+            raw = doc.get(els[-1], col.attr, col.attr_l) if els else None
+            v, st = plain_value(doc, col, raw)
+        else:
+            v, st = doc.value(col, None, False)
         if v is not None:
             row[col.column] = v
             if st == MEANINGFUL or st == PRESENT:

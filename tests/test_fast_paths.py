@@ -4,6 +4,7 @@ path at the root, errors lxml lets pass, libxml2's 10 MB node limit), the valida
 sink's per-key-set column plans. The promise each test checks: partial and full parse modes give the same outcome
 for every document (rows, or the same failure stage and reason), the scans find what the plain searches find, and
 the sink maps every value to its own column."""
+import collections
 import datetime
 import json
 import pickle
@@ -312,3 +313,58 @@ def test_rows_with_different_key_sets_and_two_metadata_objects_land_in_their_own
     assert norm == [(11, 1, 'ANN', 1, None), (12, 1, 'BOB', 0, None), (13, 1, 'CY', 0, '1970-01-02'),
                     (21, 2, 'DAN', 0, None), (22, 2, 'EVE', 0, None),
                     (31, 3, 'FAY', 0, None), (32, 3, 'GUS', 0, '1980-05-06')], norm
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# map: columns without steps (`Column.plain`) take `plain_value`, and application-level ones are inlined in one_row
+
+_ODD_VALUES = ['', ' ', '  \t', 'x', ' padded ', 'NULL', 'none', '0', '00012', ' 12 ', '-3', '1e3', '12,5', '12.50',
+               '3.14159265358979', '9' * 40, 'abc' * 200, '2024-02-30', '2024-02-29', '2024-02-29 13:45:00',
+               '07/04/2023', 'Y', 'n', 'T', '\u00e9t\u00e9', '\u00b2', '\uff15', '&amp;', '1 000']
+
+
+def _mutated(x, rng):
+    """A generated document with about a third of its attribute values replaced by odd ones, and some attribute
+    names in upper case (case-insensitive look-up)."""
+    root = etree.fromstring(x.encode('utf-8'))
+    for el in root.iter():
+        for k in list(el.attrib):
+            r = rng.random()
+            if r < 0.3:
+                el.set(k, rng.choice(_ODD_VALUES).replace('&amp;', '&'))
+            elif r < 0.35 and k.lower() not in ('id', 'con_id', 'app_id'):
+                v = el.attrib.pop(k)
+                el.set(k.upper(), v)
+    return etree.tostring(root, encoding='unicode')
+
+
+def test_plain_columns_map_exactly_as_the_general_path(monkeypatch):
+    """Every value, status-driven row decision, warning and failure equals what the general path (extract, chain,
+    convert) gives with the plain-column path switched off, on 60 generated documents (some broken) and six mutations of each one that maps."""
+    import random
+    from transforms.map import map_document
+    rng = random.Random(1602)
+    contract = load_contract(resolve_sample('credit_app'))
+    fast, slow = compile_contract(contract), compile_contract(contract)
+    plain = [c for t in slow._tables for c in t.cols if c.plain]
+    assert len(plain) > 20
+    for c in plain:
+        c.plain = False
+    assert sum(c.plain for t in fast._tables for c in t.cols) == len(plain)     # two compilations, not one
+    whole = [x for _, x in DOCS if same(x)[0] == 'ok']
+    docs = [x for _, x in DOCS] + [_mutated(x, rng) for _ in range(6) for x in whole]
+
+    def mapped(x, compiled):
+        try:
+            v = validate_document(Doc('d.xml', None, x), Limits(), contract.root_element)
+            m = map_document(parse_document(v, SPEC), compiled)
+        except StageError as e:
+            return ('failed', e.stage, e.reason)
+        return ('ok', m.app_id, m.rows, m.warnings)
+
+    outcomes = collections.Counter()
+    for x in docs:
+        a, b = mapped(x, fast), mapped(x, slow)
+        assert a == b
+        outcomes[a[0]] += 1
+    assert outcomes['ok'] > 200 and outcomes['failed'] > 10, outcomes
