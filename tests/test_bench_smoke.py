@@ -92,7 +92,7 @@ def test_throughput_bench_measures_the_driver_ceiling_on_postgresql(tmp_path):
     out = tmp_path / 'bench.json'
     r = subprocess.run([sys.executable, os.path.join(ROOT, 'bench', 'throughput.py'), '--docs', '30',
                         '--corpus', 'generated', '--target', 'postgresql', '--json', str(out), '--workers', '1',
-                        '--memory-factor', '0', '--skip', 'parse', '--skip', 'nobeam',
+                        '--memory-factor', '0', '--skip', 'parse',
                         '--workdir', str(tmp_path / 'work')],
                        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -100,6 +100,10 @@ def test_throughput_bench_measures_the_driver_ceiling_on_postgresql(tmp_path):
     c = d['by_workers']['1']['write_ceiling']
     assert c['docs'] == 30 and c['rows'] == d['rows'] and c['docs_per_min'] > 0
     assert d['ratio_to_write_ceiling'] > 0 and 'driver ceiling' in r.stdout
+    nob = d['by_workers']['1']['no_beam']
+    assert c['write_s_total'] > 0 and nob['cpu_split_s']['sink'] > 0
+    assert d['ratio_sink_to_write_ceiling'] == round(c['write_s_total'] / nob['cpu_split_s']['sink'], 3)
+    assert 'the sink alone / driver ceiling' in r.stdout
 
 
 def test_a_corpus_built_for_pair_timing_migrates_whole(tmp_path):
