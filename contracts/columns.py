@@ -161,6 +161,7 @@ def column_value(doc, col, row_el, row_scope):
     except Exception as ex:
         raise MappingError(f'{col.label}: internal error {describe_exception(ex)}') from None
 
+
 def plain_value(doc, col, raw):
     """(value, status) of a column without steps (`col.plain`: 167 of the CC contract's 222 columns) from its
     extracted value: `_value` without the chain, for the hot loops (`rows.one_row`). Same errors as column_value."""

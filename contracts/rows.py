@@ -11,7 +11,7 @@ Within one document two different rows with the same key fail the document (`uni
 """
 from contracts import convert as cv
 from contracts.columns import DEFAULTED, MEANINGFUL, NULLISH, PRESENT, TRUTHY, X_APP, plain_value, raw_through_chain
-from contracts.errors import MappingError
+from contracts.errors import MappingError, describe_exception
 from contracts.model import ROW_SHAPES
 
 
@@ -59,10 +59,13 @@ def one_row(doc, t):
     for col in t.cols:
         if fast and col.plain and col.xkind == X_APP:
             # the most common column, inlined (Document.extract + column_value): an application-level attribute
-            els = cache.get(col.path)
-            if els is None:
-                els = doc.elems(col.path)
-            raw = doc.get(els[-1], col.attr, col.attr_l) if els else None
+            try:
+                els = cache.get(col.path)
+                if els is None:
+                    els = doc.elems(col.path)
+                raw = doc.get(els[-1], col.attr, col.attr_l) if els else None
+            except Exception as ex:         # as column_value: the document fails naming the column
+                raise MappingError(f'{col.label}: internal error {describe_exception(ex)}') from None
             v, st = plain_value(doc, col, raw)
         else:
             v, st = doc.value(col, None, False)

@@ -225,3 +225,20 @@ def test_sample_contracts_still_load():
     import os
     here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'contracts', 'samples')
     compile_contract(load_contract(os.path.join(here, 'credit_app.json')))
+
+
+def test_an_unexpected_exception_reading_an_application_level_attribute_names_table_and_column(monkeypatch):
+    """The same for the inlined application-level path of rows.one_row (columns without steps): an error while
+    reading the attribute fails the document naming table.column, never the value."""
+    from contracts.document import Document
+    c = cc_contract([m(APP, 'note', 'app_ops', 'note')])
+    real = Document.get
+
+    def broken(self, el, attr, attr_l):
+        if attr == 'note':
+            raise RuntimeError('boom-value')
+        return real(self, el, attr, attr_l)
+    monkeypatch.setattr(Document, 'get', broken)
+    with pytest.raises(MappingError) as e:
+        run(c, doc('note="x"'))
+    assert 'app_ops.note' in str(e.value) and 'RuntimeError' in str(e.value) and 'boom-value' not in str(e.value)
