@@ -159,30 +159,32 @@ def column_value(doc, col, row_el, row_scope):
     except MappingError:
         raise
     except Exception as ex:
-        raise MappingError(f'{col.label}: internal error {describe_exception(ex)}') from None
+        raise internal_error(col, ex) from None
+
+
+def internal_error(col, ex) -> MappingError:
+    """An unexpected exception while computing one column's value: the document fails naming table.column and
+    the error, never the value."""
+    return MappingError(f'{col.label}: internal error {describe_exception(ex)}')
 
 
 def plain_value(doc, col, raw):
     """(value, status) of a column without steps (`col.plain`: 167 of the CC contract's 222 columns) from its
-    extracted value: `_value` without the chain, for the hot loops (`rows.one_row`). Same errors as column_value."""
-    try:
-        if raw is None:
-            return (col.default, DEFAULTED) if col.has_default else (None, MISSING)
-        if col.dtype == 'string':
-            v = cv.to_string(raw, col.length)       # stripped: empty only when raw is blank
-            if v:
-                return v, MEANINGFUL
-            return (col.default, DEFAULTED) if col.has_default else (None, MISSING)
-        v, bad = _convert(doc, col, raw)
-        if v is not None:
-            return v, (MEANINGFUL if raw.strip() != '' else PRESENT)
-        if col.has_default and not (bad and col.nullable):
-            return col.default, DEFAULTED
-        return None, MISSING
-    except MappingError:
-        raise
-    except Exception as ex:
-        raise MappingError(f'{col.label}: internal error {describe_exception(ex)}') from None
+    extracted value: `_value` without the chain, for the hot loops (`rows.one_row`). The caller turns an
+    unexpected exception into `internal_error`, as column_value does."""
+    if raw is None:
+        return (col.default, DEFAULTED) if col.has_default else (None, MISSING)
+    if col.dtype == 'string':
+        v = cv.to_string(raw, col.length)       # stripped: empty only when raw is blank
+        if v:
+            return v, MEANINGFUL
+        return (col.default, DEFAULTED) if col.has_default else (None, MISSING)
+    v, bad = _convert(doc, col, raw)
+    if v is not None:
+        return v, (MEANINGFUL if raw.strip() != '' else PRESENT)
+    if col.has_default and not (bad and col.nullable):
+        return col.default, DEFAULTED
+    return None, MISSING
 
 
 def _value(doc, col, row_el, row_scope):

@@ -10,8 +10,9 @@
 Within one document two different rows with the same key fail the document (`unique_rows`).
 """
 from contracts import convert as cv
-from contracts.columns import DEFAULTED, MEANINGFUL, NULLISH, PRESENT, TRUTHY, X_APP, plain_value, raw_through_chain
-from contracts.errors import MappingError, describe_exception
+from contracts.columns import (DEFAULTED, MEANINGFUL, NULLISH, PRESENT, TRUTHY, X_APP, internal_error, plain_value,
+                               raw_through_chain)
+from contracts.errors import MappingError
 from contracts.model import ROW_SHAPES
 
 
@@ -63,10 +64,11 @@ def one_row(doc, t):
                 els = cache.get(col.path)
                 if els is None:
                     els = doc.elems(col.path)
-                raw = doc.get(els[-1], col.attr, col.attr_l) if els else None
+                v, st = plain_value(doc, col, doc.get(els[-1], col.attr, col.attr_l) if els else None)
+            except MappingError:
+                raise
             except Exception as ex:         # as column_value: the document fails naming the column
-                raise MappingError(f'{col.label}: internal error {describe_exception(ex)}') from None
-            v, st = plain_value(doc, col, raw)
+                raise internal_error(col, ex) from None
         else:
             v, st = doc.value(col, None, False)
         if v is not None:

@@ -338,9 +338,10 @@ def _mutated(x, rng):
     return etree.tostring(root, encoding='unicode')
 
 
-def test_plain_columns_map_exactly_as_the_general_path(monkeypatch):
+def test_plain_columns_map_exactly_as_the_general_path():
     """Every value, status-driven row decision, warning and failure equals what the general path (extract, chain,
-    convert) gives with the plain-column path switched off, on 60 generated documents (some broken) and six mutations of each one that maps."""
+    convert) gives with the plain-column path switched off, on 60 generated documents (some broken) and six
+    mutations of each one that maps."""
     import random
     from transforms.map import map_document
     rng = random.Random(1602)
