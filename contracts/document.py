@@ -46,14 +46,18 @@ class Document:
         return r[-1] if r else None
 
     def get(self, el, attr, attr_l):
-        """Attribute value, exact name first, then case-insensitive (SPEC §1.2)."""
+        """Attribute value, exact name first, then case-insensitive (SPEC §1.2): of the names that differ only in
+        case, the last on the element. The miss path maps each lowercased name of the element to its name (its
+        values are read only when asked for: most misses are attributes the document does not have at all)."""
         v = el.get(attr)
         if v is None:
-            lm = self.lower.get(el)
-            if lm is None:
-                lm = {k.lower(): x for k, x in el.items()}
-                self.lower[el] = lm
-            v = lm.get(attr_l)
+            names = self.lower.get(el)
+            if names is None:
+                keys = el.keys()
+                names = self.lower[el] = dict(zip(map(str.lower, keys), keys))
+            name = names.get(attr_l)
+            if name is not None:
+                v = el.get(name)
         return v
 
     # -- contacts (one filter for contact, address and employment rows: SPEC §10.5) -----------------------------

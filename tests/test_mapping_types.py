@@ -121,6 +121,17 @@ def test_direct_empty_uses_default_even_for_nullable_and_case_insensitive_attrib
     assert ops(r) == {'segment': 'UNKNOWN', 'meta_url': 'abc', 'app_id': 1001}
 
 
+def test_attribute_lookup_exact_name_first_then_the_last_case_insensitive_match():
+    """The exact name wins; without it, of the names that differ only in case the last on the element; an absent
+    name stays absent (the miss path reads the element's names, then only the value asked for)."""
+    c = cc_contract([m(APP, 'a_code', 'app_ops', 'exact', data_length=10),
+                     m(APP, 'b_code', 'app_ops', 'last', data_length=10),
+                     m(APP, 'c_code', 'app_ops', 'absent', data_length=10),
+                     m(APP, 'd_code', 'app_ops', 'upper', data_length=10)])
+    r = run(c, doc('A_CODE="no" a_code="yes" B_Code="first" B_CODE="second" D_CODE="up"'))
+    assert ops(r) == {'exact': 'yes', 'last': 'second', 'upper': 'up', 'app_id': 1001}
+
+
 def test_direct_integer_takes_first_numeric_run_and_rounds_half_up():
     c = cc_contract([m(APP, 'a', 'app_ops', 'a', 'int'), m(APP, 'b', 'app_ops', 'b', 'smallint'),
                      m(APP, 'c', 'app_ops', 'c', 'tinyint'), m(APP, 'd', 'app_ops', 'd', 'int')])
