@@ -366,3 +366,25 @@ def test_an_element_deep_in_the_parents_content_that_reuses_an_ancestors_name_ta
     """Conservative: a nested <CustData> before the parent's end tag hides which end tag is the parent's."""
     x = next(x for _, x in DOCS if APP_END in x and same(x)[0] == 'ok')
     assert _needs_tree(custdata_deep_in_tail(x))
+
+
+@pytest.mark.parametrize('ending', ['\n<!-- exported 2024-01-01 -->\n', '<!--a--> <!--b-->', '\r\n\t',
+                                    ' >', '\n>\n<!-- x -->'])
+def test_what_xml_allows_after_the_root_element_maps_like_the_plain_document(ending):
+    """Blanks and comments after the root's end tag, and blanks inside it (`</Provenir >`), are well-formed XML: the
+    document maps to the same rows in both modes (validation called them truncated)."""
+    x = next(x for _, x in DOCS if APP_END in x and same(x)[0] == 'ok')
+    plain = same(x)
+    body = x.rstrip()
+    if ending.lstrip('\r\n\t ').startswith('>'):
+        mutated = body[:-1] + ending            # the end tag's '>' after blanks
+    else:
+        mutated = body + ending
+    assert mutated != x
+    assert same(mutated) == plain
+
+
+def test_a_processing_instruction_after_the_root_is_refused_as_one_not_as_truncated():
+    x = next(x for _, x in DOCS if APP_END in x and same(x)[0] == 'ok')
+    status, stage, reason = same(x.rstrip() + '\n<?export done?>\n')
+    assert (status, stage) == ('failed', 'validation') and reason.startswith('processing instruction <?export'), reason

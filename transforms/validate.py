@@ -182,10 +182,11 @@ def validate_document(doc: Doc, limits: Limits = Limits(), root_element: Optiona
     root = root_b.decode('utf-8', 'replace')
     if root_element and root.split(':')[-1] != root_element:
         raise StageError(STAGE, f'wrong root element <{root[:50]}>, expected <{root_element}>')
-    tail = data.rstrip()
-    if not tail.endswith(b'>'):
+    end = _content_end(data)
+    if not data.endswith(b'>', 0, end):
         raise StageError(STAGE, 'document is truncated: it does not end with ">"')
-    if root_element and not tail.endswith(b'</' + root_b + b'>') and not tail.endswith(b'/>'):
+    if root_element and not data.endswith(b'/>', 0, end) and \
+            _root_end_tag(root_b).search(data, max(0, end - len(root_b) - 256), end) is None:
         raise StageError(STAGE, f'document is truncated: it does not end with </{root[:50]}>')
     if pi < 0:
         pi = _first_pi(data, start)
@@ -212,6 +213,34 @@ def validate_document(doc: Doc, limits: Limits = Limits(), root_element: Optiona
 
 
 _BOM = codecs.BOM_UTF8
+_TRAILING_BLANKS = b' \t\r\n'
+_ROOT_END = {}
+
+
+def _content_end(data):
+    """Where the document's last element ends: after it, XML allows only blanks, comments and processing
+    instructions (the latter are refused by their own check, with their own reason). Never copies the text."""
+    end = len(data)
+    while True:
+        while end and data[end - 1] in _TRAILING_BLANKS:
+            end -= 1
+        if data.endswith(b'-->', 0, end):
+            start = data.rfind(b'<!--', 0, end - 3)     # a comment cannot hold '--', so this is its start
+        elif data.endswith(b'?>', 0, end):
+            start = data.rfind(b'<?', 0, end - 2)
+        else:
+            return end
+        if start < 0:
+            return end
+        end = start
+
+
+def _root_end_tag(root_b):
+    """The root's end tag at the end of the text: '</name' then optional blanks then '>'."""
+    r = _ROOT_END.get(root_b)
+    if r is None:
+        r = _ROOT_END[root_b] = re.compile(rb'</' + re.escape(root_b) + rb'[ \t\r\n]*>\Z')
+    return r
 
 
 def _without_declaration(data):
