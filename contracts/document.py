@@ -60,10 +60,20 @@ class Document:
                 v = el.get(name)
         return v
 
+    def attr(self, el, name):
+        """An attribute the contract names in a filter rule, looked up like every value (`get`)."""
+        return self.get(el, name, name.lower())
+
     # -- contacts (one filter for contact, address and employment rows: SPEC §10.5) -----------------------------
+    def _is_preferred(self, el, rule):
+        """The element has the preferred type of its rule (the first of its list: CURR), compared as the filter
+        compares it (blanks around it and case do not matter)."""
+        v = self.attr(el, rule.type_attribute)
+        return v is not None and v.strip().upper() == rule.type_values[0].strip().upper()
+
     def _type_rank(self, el):
         cc = self.cc
-        v = el.get(cc._contact_rule.type_attribute)
+        v = self.attr(el, cc._contact_rule.type_attribute)
         if v is None:
             return -1
         v = v.strip().upper()
@@ -74,7 +84,7 @@ class Document:
 
     def _passes_required(self, el, rule):
         for a, want in rule.required.items():
-            v = el.get(a)
+            v = self.attr(el, a)
             if v is None or not v.strip():
                 return False
             if want is not True and v.strip().upper() not in {w.upper() for w in want}:
@@ -109,7 +119,7 @@ class Document:
                         tr.note(None, el, f'not a valid contact: none of {", ".join(mattrs)} has a value')
                     continue
             rank = self._type_rank(el)
-            key = tuple(el.get(a).strip() for a in cc._contact_true_attrs)
+            key = tuple(self.attr(el, a).strip() for a in cc._contact_true_attrs)
             cur = best.get(key)
             if cur is None:
                 order.append(key)
@@ -161,7 +171,7 @@ class Document:
             if check_id:
                 ok = True
                 for a in cc._contact_true_attrs:
-                    v = el.get(a)
+                    v = self.attr(el, a)
                     if v is None or not v.strip():
                         ok = False
                         break
@@ -178,8 +188,7 @@ class Document:
         sub = col.role_sub
         if sub is not None:             # a filtered child (address): preferred type first, first non-empty value
             kids = list(el.iterchildren(rel[0]))
-            want = sub.type_values[0]
-            pref = [k for k in kids if k.get(sub.type_attribute) == want] or kids
+            pref = [k for k in kids if self._is_preferred(k, sub)] or kids
             val = None
             for k in pref:
                 val = self.get(k, col.attr, col.attr_l)
@@ -231,8 +240,7 @@ class Document:
         kids = list(el.iterchildren(col.rel[0]))
         sub = col.role_sub
         if sub is not None:
-            want = sub.type_values[0]
-            kids = [k for k in kids if k.get(sub.type_attribute) == want]
+            kids = [k for k in kids if self._is_preferred(k, sub)]
         return self.get(kids[-1], col.attr, col.attr_l) if kids else None
 
     def absent(self, col, row_el):
@@ -273,10 +281,9 @@ class Document:
         kids = list(el.iterchildren(col.rel[0]))
         sub = col.role_sub
         if sub is not None:
-            want = sub.type_values[0]
-            kids = [k for k in kids if k.get(sub.type_attribute) == want]
+            kids = [k for k in kids if self._is_preferred(k, sub)]
             if not kids:
-                return f'no <{col.rel[0]} {sub.type_attribute}="{want}"> below {element_label(el)}'
+                return f'no <{col.rel[0]} {sub.type_attribute}="{sub.type_values[0]}"> below {element_label(el)}'
         return no_attr + element_label(kids[-1]) if kids else f'no <{col.rel[0]}> below {element_label(el)}'
 
     # -- expression lookups ----------------------------------------------------------------------------------------

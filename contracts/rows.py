@@ -108,7 +108,7 @@ def child_rows(doc, t):
         if prow is not None and fk in prow:
             key = prow[fk]
         else:
-            raw = parent.get(fk)
+            raw = doc.attr(parent, fk)
             if raw is None or not raw.strip():
                 continue
             key = cv.to_key_int(raw)

@@ -366,6 +366,40 @@ def test_curr_address_only_uses_the_rows_own_contact():
     assert [(r['con_id'], r['home_phone']) for r in rows] == [(3, '0125550101')]   # shared con_id: PR's phone
 
 
+@pytest.mark.parametrize('curr', ['curr', 'CURR ', ' Curr'])
+def test_the_preferred_address_type_is_compared_as_the_filter_compares_it(curr):
+    """The filter accepts 'curr' and 'CURR ' as CURR (SPEC §1.8: list match case-insensitive); the address the
+    contact's own columns (curr_address_only) and last_valid_pr_contact read must be chosen by the same comparison
+    (SPEC §10.5: one filter), else the phones came out NULL and the payment was read from the PREV address."""
+    c = cc_contract([m(ADDR, 'home_phone', 'app_contact_base', 'home_phone', data_length=10,
+                       types=['curr_address_only', 'numbers_only']),
+                     m(ADDR, 'pay', 'app_ops', 'housing', 'decimal', ['last_valid_pr_contact'], data_length=2)])
+    x = PR.format(f'<contact_address address_tp_c="PREV" home_phone="999" pay="9999" city="OREM"/>'
+                  f'<contact_address address_tp_c="{curr}" home_phone="555-0101" pay="550" city="PROVO"/>')
+    r = run(c, doc(contacts=x))
+    assert r.rows['app_contact_base'][0]['home_phone'] == '5550101'
+    assert ops(r)['housing'] == 550.0
+    assert sorted(a['address_type_enum'] for a in r.rows['app_contact_address']) == [320, 321]
+    assert r.warnings == []
+
+
+def test_filter_attributes_are_looked_up_like_every_other_attribute():
+    """A contact written with CON_ID / AC_ROLE_TP_C (attribute names in another case) is the same contact: its
+    values are read case-insensitively (SPEC §1.2), so its filter attributes and keys are too; it used to vanish
+    with its addresses and employments, without a warning."""
+    c = cc_contract()
+    x = ('<contact CON_ID="11" AC_ROLE_TP_C="PR" first_name="ANN" last_name="LEE" birth_date="1980-02-03">'
+         '<contact_address ADDRESS_TP_C="CURR" city="PROVO" zip="01106"/>'
+         '<contact_employment Employment_Tp_C="CURR" b_name="ACME"/></contact>')
+    plain = ('<contact con_id="11" ac_role_tp_c="PR" first_name="ANN" last_name="LEE" birth_date="1980-02-03">'
+             '<contact_address address_tp_c="CURR" city="PROVO" zip="01106"/>'
+             '<contact_employment employment_tp_c="CURR" b_name="ACME"/></contact>')
+    got, want = run(c, doc(contacts=x)), run(c, doc(contacts=plain))
+    assert got.rows == want.rows
+    assert [r['con_id'] for r in got.rows['app_contact_base']] == [11]
+    assert len(got.rows['app_contact_address']) == len(got.rows['app_contact_employment']) == 1
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # child rows
 
