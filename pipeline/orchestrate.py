@@ -547,24 +547,53 @@ def run(cfg: RunConfig, shard_main=None) -> int:
         return run_processes(cfg, shard_main)
     job = Job(cfg)
     try:
-        prepare(job)
-        log.info('source: %s', job.source.describe())
-        if job.sink is not None:
-            log.info('target: %s (%s), tables in FK tiers %s', job.sink.display, job.sink.dialect, job.sink.tiers)
-            job.summary.extra.update({'source': job.source.describe(), 'target': job.sink.display})
-        try:
-            run_chunks(job)
-            raise_if_signalled()
-        except Interrupted as stop:
-            log.warning('%s received: the run stopped; counting what was committed', stop.name)
-            job.summary = committed_summary(job)
-            join_parts(job)
-            _remove_partial_outputs(job)
-            return finish(job, interrupted=stop)
-        join_parts(job)
-        return finish(job)
+        return _run_job(job)
+    except RunStopped as stopped:
+        if not os.environ.get(SHARD_ENV):     # a shard's launcher counts the whole session itself
+            stopped_summary(job, stopped)
+        raise
     finally:
         job.close()
+
+
+def stopped_summary(job: Job, stopped: 'RunStopped') -> None:
+    """An infrastructure fault stopped the run (exit status 1): the SUMMARY of what was committed is printed all
+    the same, and --summary-json written with status 'stopped' and the reason; the caller prints the one error
+    line. Counted from processing_log when the target still answers, else from the finished chunks (a warning
+    says which). Never raises: the fault itself is what the operator must see."""
+    try:
+        job.summary = committed_summary(job)
+        summary = job.summary
+        summary.elapsed_s = summary.elapsed_s or (time.monotonic() - job.t0)
+        summary.extra.update({
+            'exit_code': EXIT_STOPPED, 'interrupted': False, 'signal': None, 'status': 'stopped',
+            'error': str(stopped), 'max_dead_letter_rate': job.cfg.max_dead_letter_rate,
+            'session_id': job.session,
+            'dead_letter_rate': round(summary.dead_lettered / summary.read, 6) if summary.read else 0.0,
+            'progress': _progress_points(job)})
+        print(summary.line(), flush=True)
+        summary.write_json(job.cfg.summary_json)
+    except Exception as e:
+        log.warning('could not write the summary of the stopped run: %s', type(e).__name__)
+
+
+def _run_job(job: Job) -> int:
+    prepare(job)
+    log.info('source: %s', job.source.describe())
+    if job.sink is not None:
+        log.info('target: %s (%s), tables in FK tiers %s', job.sink.display, job.sink.dialect, job.sink.tiers)
+        job.summary.extra.update({'source': job.source.describe(), 'target': job.sink.display})
+    try:
+        run_chunks(job)
+        raise_if_signalled()
+    except Interrupted as stop:
+        log.warning('%s received: the run stopped; counting what was committed', stop.name)
+        job.summary = committed_summary(job)
+        join_parts(job)
+        _remove_partial_outputs(job)
+        return finish(job, interrupted=stop)
+    join_parts(job)
+    return finish(job)
 
 
 def run_processes(cfg: RunConfig, shard_main=None) -> int:
@@ -638,10 +667,11 @@ def run_processes(cfg: RunConfig, shard_main=None) -> int:
         # 0, 3 and 4 are shards that completed (their counts are in their JSON and decide the exit status below).
         bad = [i for i, c in enumerate(codes) if c not in COMPLETED]
         if bad:
-            print(job.summary.line(), flush=True)
-            raise RunStopped(f'shard process(es) {bad} ended with exit code(s) {[codes[i] for i in bad]} (their '
-                             'errors are above); documents completed so far are in processing_log; re-run the '
-                             'same command to resume')
+            stopped = RunStopped(f'shard process(es) {bad} ended with exit code(s) {[codes[i] for i in bad]} (their '
+                                 'errors are above); documents completed so far are in processing_log; re-run the '
+                                 'same command to resume')
+            stopped_summary(job, stopped)
+            raise stopped
         return finish(job, failure_files=failure_files)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -43,8 +43,16 @@ def test_full_disk_stops_the_run_clearly_and_a_rerun_completes(tmp_path):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    full = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, preexec_fn=small_disk)
+    sj = str(tmp_path / 'stopped.json')
+    full = subprocess.run(cmd + ['--summary-json', sj], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          preexec_fn=small_disk)
     assert full.returncode == 1, (full.returncode, full.stdout[-1000:], full.stderr[-2000:])
+    # a stopped run still ends with the SUMMARY of what was committed, and its JSON says why it stopped
+    _, written, _, _ = summary(full.stdout)
+    import json
+    js = json.load(open(sj))
+    assert js['exit_code'] == 1 and js['status'] == 'stopped' and 're-run' in js['error']
+    assert js['counts']['written'] == written < n
     err_lines = [ln for ln in full.stderr.splitlines() if ln.startswith('error:')]
     # SQLite says 'database or disk is full', or 'disk I/O error' when the WAL commit is the write that fails.
     assert len(err_lines) == 1 and re.search(r'disk is full|disk I/O error', err_lines[0]) \
