@@ -253,7 +253,10 @@ def _chain(doc, col, row_el, row_scope, raw, tr):
                 else:
                     v = int(digits)
         elif st == S_CALC:
-            v = col.expr.evaluate(doc.lookup_for(row_el if row_scope else _own(doc, col), row_scope))
+            v, coerced = col.expr.evaluate_noting(doc.lookup_for(row_el if row_scope else _own(doc, col), row_scope))
+            if coerced and v is not None:
+                doc.warnings.append(f'{col.label}: an operand of its expression is not a number and counted as 0 '
+                                    '(SPEC §1.5)')
             if col.calc_then_enum:
                 if v is None or v == '':
                     v = raw                         # conditional enum fallback: enum of the XML value
@@ -292,6 +295,9 @@ def _convert(doc, col, v):
         if c is None:
             _bad(doc, col, v)
             return None, True
+        if col.is_date and cv.has_utc_offset(v):
+            doc.warnings.append(f'{col.label}: a time-zone offset was dropped; the time is kept as written '
+                                f'(shape {cv.shape(v.strip())!r})')
         return c, False
     if dt == 'decimal':
         return cv.to_decimal(v, col.length), False

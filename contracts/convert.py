@@ -19,6 +19,9 @@ _FIRST_NUMBER_RE = re.compile(r'-?[0-9]+(?:\.[0-9]+)?')
 # minus NaN, Infinity, underscores and non-ASCII digits).
 NUMBER_RE = re.compile(r'[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?')
 _INTEGER_RE = re.compile(r'[+-]?[0-9]+')
+# A number written with thousands separators, strictly grouped ('1,550.00', '12,345,678'): a decimal column reads it
+# as the number (as integer columns drop commas, SPEC §1.10). '12,5' or '1,55' is not grouped: not a number.
+_GROUPED_RE = re.compile(r'[+-]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?')
 _ONE = Decimal(1)
 _QUANT = {}
 
@@ -68,6 +71,15 @@ def to_datetime(v):
     except ValueError:
         return None
     return d.replace(tzinfo=None) if d.tzinfo else d
+
+
+_OFFSET_RE = re.compile(r'[T ]\d{1,2}:\d{1,2}(?::\d{1,2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$', re.ASCII | re.I)
+
+
+def has_utc_offset(s) -> bool:
+    """True when a date/time text ends with a time-zone designator (``Z``, ``+09:00``, ``-0500``): the datetime
+    columns keep the time as written and drop the offset."""
+    return type(s) is str and len(s) > 16 and _OFFSET_RE.search(s.strip()) is not None
 
 
 def to_int(v, lenient=False):
@@ -126,7 +138,8 @@ def is_number(s) -> bool:
 
 
 def to_decimal(v, places=2):
-    """Float rounded ROUND_HALF_UP to ``places`` decimals; ``None`` when not a number."""
+    """Float rounded ROUND_HALF_UP to ``places`` decimals; ``None`` when not a number. Thousands separators are
+    read when strictly grouped (``'1,550.00'`` -> 1550.0); the existing system dropped such values (SPEC §1.10)."""
     if v is None:
         return None
     if places is None or places < 0:
@@ -145,7 +158,9 @@ def to_decimal(v, places=2):
         else:
             s = str(v).strip()
             if not NUMBER_RE.fullmatch(s):
-                return None
+                if not _GROUPED_RE.fullmatch(s):
+                    return None
+                s = s.replace(',', '')
             d = Decimal(s)
         if not d.is_finite():
             return None

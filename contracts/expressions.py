@@ -202,14 +202,24 @@ def _compare(op, a, b) -> bool:
     return op(a, b)
 
 
-def _num(v):
-    """Arithmetic operand: None for missing/empty/whitespace-only/date (-> whole result None), 0.0 for junk."""
+# The key under which an evaluation notes that an arithmetic operand was not a number and counted as 0 (SPEC §1.5);
+# never a name a contract can reference (names are identifiers).
+COERCED = '\x00coerced'
+
+
+def _num(v, env=None):
+    """Arithmetic operand: None for missing/empty/whitespace-only/date (-> whole result None), 0.0 for junk (noted in
+    `env` under COERCED, so that the mapper can say so)."""
     t = type(v)
     if t is str:
         if not v.strip():
             return None
         f = _to_float(v)
-        return 0.0 if f is None else f
+        if f is None:
+            if env is not None:
+                env[COERCED] = True
+            return 0.0
+        return f
     if t is int or t is float:
         return v
     return None
@@ -450,7 +460,7 @@ class Neg(Node):
         f = self.operand.build()
 
         def neg(env):
-            x = _num(f(env))
+            x = _num(f(env), env)
             return None if x is None else -x
 
         return neg
@@ -483,8 +493,8 @@ class Arith(Node):
         def arith(env):
             # All operands are evaluated (no short-circuit) so that any missing/empty operand
             # makes the result None regardless of position, as in the old engine.
-            acc = _num(f0(env))
-            vals = [(op, _num(f(env))) for op, f in steps]
+            acc = _num(f0(env), env)
+            vals = [(op, _num(f(env), env)) for op, f in steps]
             if acc is None:
                 return None
             try:
@@ -1077,6 +1087,11 @@ class Expression:
         Each referenced name is looked up exactly once.  Non-string values returned by
         ``lookup`` are converted with ``str()``.
         """
+        return self.evaluate_noting(lookup)[0]
+
+    def evaluate_noting(self, lookup: Lookup):
+        """(value, coerced): as `evaluate`, and whether an arithmetic operand that was not a number counted as 0
+        (SPEC §1.5: the result stands, the mapper warns)."""
         env = {}
         for name in self._names:
             v = lookup(name)
@@ -1085,8 +1100,8 @@ class Expression:
             env[name] = v
         v = self._fn(env)
         if type(v) is datetime:
-            return _format_datetime(v)
-        return v
+            v = _format_datetime(v)
+        return v, env.get(COERCED, False)
 
     def evaluate_mapping(self, values: Dict[str, Optional[str]]) -> Value:
         """Convenience: evaluate against a dict (exact-case keys; absent key -> None)."""

@@ -49,6 +49,15 @@ def test_converters_accept_ascii_digits_only(text):
     assert cv.to_float(text) is None
 
 
+@pytest.mark.parametrize('text,want', [('1,550.00', 1550.0), ('12,345,678', 12345678.0), ('-1,000.555', -1000.56),
+                                       ('12,5', None), ('1,55', None), ('1,5500', None), (',100', None),
+                                       ('1,,000', None), ('1,000,00', None)])
+def test_decimals_read_strictly_grouped_thousands_separators(text, want):
+    """'1,550.00' in a decimal column was dropped with a warning while integer columns drop commas (SPEC §1.10):
+    a lost value. Only a strictly grouped number is read so; anything else stays not a number."""
+    assert cv.to_decimal(text, 2) == want
+
+
 def test_ascii_numbers_still_convert():
     assert cv.to_int(' 42 ') == 42 and cv.to_int('1,250') == 1250 and cv.to_int('2.5') == 3
     assert cv.to_int('$1,250', lenient=True) == 1 and cv.to_decimal('-0.125', 2) == -0.13

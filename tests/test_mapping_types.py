@@ -11,6 +11,7 @@ import pytest
 from lxml import etree
 
 from contracts import MappingError, compile_contract, load_contract
+from contracts import convert as cv
 
 P = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, remove_comments=True)
 APP = '/Provenir/Request/CustData/application'
@@ -140,6 +141,19 @@ def test_direct_integer_takes_first_numeric_run_and_rounds_half_up():
     assert r.warnings == ["app_ops.d: not a valid int (shape 'AAA'); left empty"]
 
 
+@pytest.mark.parametrize('text,offset', [('2023-09-15T12:54:36-05:00', True), ('2023-09-15T12:54:36+09:00', True),
+                                         ('2023-09-15 12:54:36 +0900', True), ('2023-09-15T12:54:36Z', True),
+                                         ('2023-09-15 12:54:36', False), ('09/15/2023 12:54:36', False)])
+def test_a_time_zone_offset_is_dropped_and_said(text, offset):
+    """Datetime columns hold no zone: the time as written is kept (what the existing system's pyodbc sent), and a
+    document whose value carried an offset says that it was dropped (two instants may become one value)."""
+    c = cc_contract([m(APP, 'decision_date', 'app_ops', 'decision_date', 'datetime')])
+    r = run(c, doc(f'decision_date="{text}"'))
+    assert ops(r)['decision_date'] == dt.datetime(2023, 9, 15, 12, 54, 36)
+    assert r.warnings == ([f"app_ops.decision_date: a time-zone offset was dropped; the time is kept as written "
+                           f"(shape {cv.shape(text)!r})"] if offset else [])
+
+
 def test_decimal_rounding_and_places():
     c = cc_contract([m(APP, 'a', 'app_ops', 'a', 'decimal', data_length=2),
                      m(APP, 'b', 'app_ops', 'b', 'decimal', data_length=5),
@@ -256,6 +270,24 @@ def test_calculated_in_employment_row_uses_the_element_attributes():
         {'employment_type_enum': 351, 'monthly_salary': 3000.56, 'con_id': 11}]
 
 
+@pytest.mark.parametrize('years,want,warned', [('38', 461, False), ('abc', 5, True), ('1,038', 5, True),
+                                               ('\uff13\uff18', 5, True), ('', None, False)])
+def test_a_non_number_in_arithmetic_counts_as_zero_and_is_said(years, want, warned):
+    """SPEC §1.5: a non-numeric operand counts as 0 and the result stands (parity); the document says so, naming
+    the column and not the value, instead of writing months_at_address = 5 in silence (an empty operand makes
+    the result NULL: nothing to say)."""
+    c = cc_contract([m(ADDR, 'months_at_residence', 'app_contact_address', 'months_at_address', 'smallint',
+                       ['calculated_field'], expression='months_at_residence + (years_at_residence * 12)')])
+    x = PR.format(f'<contact_address address_tp_c="CURR" city="PROVO" months_at_residence="5" '
+                  f'years_at_residence="{years}"/>')
+    r = run(c, doc(contacts=x))
+    assert r.rows['app_contact_address'][0].get('months_at_address') == want
+    said = [w for w in r.warnings if 'not a number and counted as 0' in w]
+    assert said == (['app_contact_address.months_at_address: an operand of its expression is not a number and '
+                     'counted as 0 (SPEC §1.5)'] if warned else [])
+    assert years not in ' '.join(r.warnings) or not years
+
+
 def test_calculated_then_enum_falls_back_to_the_xml_value():
     c = cc_contract([m(APP, 'req', 'app_ops', 'answer', 'smallint', ['calculated_field', 'enum'], enum_name='yn_enum',
                        expression="CASE WHEN other = 'X' THEN 1 ELSE '' END")])
@@ -322,9 +354,9 @@ def test_last_valid_pr_contact_paths_and_enum_chain():
          '<contact con_id="" ac_role_tp_c="PR" first_name="C" banking_aba="999"/>')
     r = run(c, doc(contacts=x))
     # last PR with a con_id (contact 2): aba cut to 9; last app_prod_bcard; first non-empty CURR address value,
-    # which is not a number -> left empty with a warning naming the column only
-    assert ops(r) == {'aba': '222333444', 'credit_line': 2000, 'kind': 1, 'app_id': 1001}
-    assert r.warnings == ["app_ops.housing: not a valid decimal (shape '9,999.999'); left empty"]
+    # a number with a thousands separator (read as the number, ROUND_HALF_UP to 2 places)
+    assert ops(r) == {'aba': '222333444', 'credit_line': 2000, 'kind': 1, 'housing': 1234.57, 'app_id': 1001}
+    assert r.warnings == []
 
 
 def test_last_valid_pr_contact_address_prefers_curr_first_non_empty():
