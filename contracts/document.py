@@ -101,8 +101,10 @@ class Document:
         dup = set()
         mattrs = cc._meaningful_contact_attrs
         tr = self.trace
+        invalid = 0
         for el in self.elems(rule.child_path):
             if not self._passes_required(el, rule):
+                invalid += 1
                 if tr is not None:
                     tr.note(None, el, 'not a valid contact: a required attribute is missing, empty or not in the '
                                       f'list ({_required_text(rule)})')
@@ -115,6 +117,7 @@ class Document:
                         ok = True
                         break
                 if not ok:
+                    invalid += 1
                     if tr is not None:
                         tr.note(None, el, f'not a valid contact: none of {", ".join(mattrs)} has a value')
                     continue
@@ -135,6 +138,8 @@ class Document:
                 best[key] = (rank, el)
             elif tr is not None:
                 tr.note(None, el, 'dropped: a contact with the same identity has a higher-priority type')
+        if invalid:
+            self._warn_invalid_contacts(invalid, rule, mattrs)
         self.valid = [best[k][1] for k in order]
         prim = None
         for k in order:
@@ -145,6 +150,16 @@ class Document:
             prim = self.valid[0]
         self.primary = prim
         self.valid_rows = {}
+
+    def _warn_invalid_contacts(self, n, rule, mattrs):
+        """Contact elements the filter does not keep make no contact, address or employment rows, as the contract
+        says; the document says how many (the existing system's validator warned of invalid roles too). No value
+        in it."""
+        cc = self.cc
+        table = cc._contact_table.name if cc._contact_table is not None else 'contact'
+        meaningful = f', or none of {", ".join(mattrs)} has a value' if mattrs else ''
+        self.warnings.append(f'{table}: {n} contact element(s) not valid ({_required_text(rule)} missing, empty or '
+                             f'not in the list{meaningful}): no contact, address or employment rows from them')
 
     def _warn_duplicate_identity(self):
         """Two valid contact elements with one identity (a PR and an AUTHU sharing a con_id): one filter keeps one

@@ -102,6 +102,9 @@ def ops(res):
     return res.rows['app_ops'][0]
 
 
+INVALID_CONTACT = ('app_contact_base: {} contact element(s) not valid (con_id, ac_role_tp_c in PR/AUTHU missing, '
+                   'empty or not in the list, or none of first_name, last_name, birth_date has a value): no contact, '
+                   'address or employment rows from them')
 PR = '<contact con_id="11" ac_role_tp_c="PR" first_name="ANN" last_name="LEE" birth_date="1980-02-03">{}</contact>'
 
 
@@ -356,7 +359,7 @@ def test_last_valid_pr_contact_paths_and_enum_chain():
     # last PR with a con_id (contact 2): aba cut to 9; last app_prod_bcard; first non-empty CURR address value,
     # a number with a thousands separator (read as the number, ROUND_HALF_UP to 2 places)
     assert ops(r) == {'aba': '222333444', 'credit_line': 2000, 'kind': 1, 'housing': 1234.57, 'app_id': 1001}
-    assert r.warnings == []
+    assert r.warnings == [INVALID_CONTACT.format(1)]          # contact 3: con_id empty
 
 
 def test_last_valid_pr_contact_address_prefers_curr_first_non_empty():
@@ -430,6 +433,18 @@ def test_filter_attributes_are_looked_up_like_every_other_attribute():
     assert got.rows == want.rows
     assert [r['con_id'] for r in got.rows['app_contact_base']] == [11]
     assert len(got.rows['app_contact_address']) == len(got.rows['app_contact_employment']) == 1
+
+
+def test_contact_elements_the_filter_drops_are_said():
+    """A contact without con_id, with an unknown role, or with none of the meaningful attributes makes no rows (the
+    contract's filter); the document says how many, without values, instead of losing them in silence."""
+    c = cc_contract()
+    x = (PR.format('') + '<contact ac_role_tp_c="PR" first_name="NOID"/>'
+         '<contact con_id="12" ac_role_tp_c="WEIRD" first_name="W"/><contact con_id="13" ac_role_tp_c="PR"/>')
+    r = run(c, doc(contacts=x))
+    assert [row['con_id'] for row in r.rows['app_contact_base']] == [11]
+    assert r.warnings == [INVALID_CONTACT.format(3)]
+    assert run(c, doc(contacts=PR.format(''))).warnings == []
 
 
 # ---------------------------------------------------------------------------------------------------------------------
