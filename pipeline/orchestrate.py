@@ -592,35 +592,8 @@ def _run_job(job: Job) -> int:
         join_parts(job)
         _remove_partial_outputs(job)
         return finish(job, interrupted=stop)
-    if not os.environ.get(SHARD_ENV):        # with --processes the launcher does it once all shards are done
-        remove_rows_of_failed_sources(job)
     join_parts(job)
     return finish(job)
-
-
-def remove_rows_of_failed_sources(job: Job) -> None:
-    """After the job's writes: a file whose new version failed before its app_id was known loses the rows its
-    earlier version left (transforms/sink/ledger.py remove_rows_of_failed_sources). A fault here stops the run
-    (exit status 1); the re-run reads those documents again and gets here again."""
-    if job.sink is None:
-        return
-    from transforms.sink.ledger import remove_rows_of_failed_sources as remove
-    try:
-        ids = remove(job.cfg.target, job.sink.schema, job.session, job.sink.metas, job.sink.tiers,
-                     dialect=job.cfg.dialect)
-    except Exception as e:
-        from transforms.sql.targets import parse_target
-        try:
-            why = parse_target(job.cfg.target, dialect=job.cfg.dialect).scrub(e)
-        except Exception:
-            why = type(e).__name__
-        raise RunStopped(f'the run stopped while removing the rows of documents whose new version failed: '
-                         f'{str(why)[:400]}; re-run the same command to finish it') from None
-    job.summary.extra['earlier_versions_removed'] = len(ids)
-    if ids:
-        log.warning('%d document(s) failed before their app_id was known (dead_letter) and had been migrated from '
-                    'the same source by an earlier run: the rows of that earlier version were removed, '
-                    'processing_log says failed', len(ids))
 
 
 def run_processes(cfg: RunConfig, shard_main=None) -> int:
@@ -699,7 +672,6 @@ def run_processes(cfg: RunConfig, shard_main=None) -> int:
                                  'same command to resume')
             stopped_summary(job, stopped)
             raise stopped
-        remove_rows_of_failed_sources(job)
         return finish(job, failure_files=failure_files)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -273,8 +273,8 @@ def test_tsql_resume_page_reads_hashes_first_then_the_xml():
 
 
 def test_tsql_upgrade_and_replace_statements_parse_and_match_golden():
-    """What `create-tables` runs on a target an earlier version created, the DELETEs that replace the rows of
-    re-migrated documents (children first), and the statements that resolve files whose new version failed."""
+    """What `create-tables` runs on a target an earlier version created, and the DELETEs that replace the rows of
+    re-migrated documents (children first)."""
     from transforms.sql.ddl import project_index_statements
     from transforms.sql.meta import ColumnMeta
     from transforms.sql.upgrade import add_column_sql, dead_letter_backfill_sql, dedupe_processing_log_sql
@@ -289,8 +289,6 @@ def test_tsql_upgrade_and_replace_statements_parse_and_match_golden():
     metas = load_table_spec(SPEC, 'migration')
     tiers = fk_tiers(metas, TABLES)
     stmts += [sql + ';' for _, sql in delete_plan(metas, tiers, 'mssql', n_ids=3)]
-    from transforms.sink.ledger import failed_sources_sql
-    stmts += [sql + ';' for sql in failed_sources_sql(d, 'migration')]
     text = '\n'.join(stmts) + '\n'
     golden('mssql_upgrade_and_replace.sql', text)
     parsed = [p for st in stmts for p in _tsql(st)]

@@ -43,7 +43,6 @@ CREATE TABLE [migration].[processing_log] (
   [app_id_start] int NULL,
   [app_id_end] int NULL,
   [content_hash] varchar(64) NULL,
-  [doc_key] varchar(40) NULL,
   CONSTRAINT [pk_processing_log] PRIMARY KEY ([log_id])
 );
 
@@ -52,9 +51,6 @@ CREATE UNIQUE INDEX [ux_processing_log_app_id] ON [migration].[processing_log] (
 
 IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ix_processing_log_content_hash' AND object_id = OBJECT_ID(N'[migration].[processing_log]'))
 CREATE INDEX [ix_processing_log_content_hash] ON [migration].[processing_log] ([content_hash]);
-
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ix_processing_log_doc_key' AND object_id = OBJECT_ID(N'[migration].[processing_log]'))
-CREATE INDEX [ix_processing_log_doc_key] ON [migration].[processing_log] ([doc_key]);
 
 IF OBJECT_ID(N'[migration].[dead_letter]', N'U') IS NULL
 CREATE TABLE [migration].[dead_letter] (

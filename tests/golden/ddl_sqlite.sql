@@ -41,20 +41,16 @@ CREATE TABLE IF NOT EXISTS "processing_log" (
   "app_id_start" int NULL,
   "app_id_end" int NULL,
   "content_hash" varchar(64) NULL,
-  "doc_key" varchar(40) NULL,
   CONSTRAINT "ck_processing_log_status" CHECK (length("status") <= 20),
   CONSTRAINT "ck_processing_log_stage" CHECK (length("stage") <= 20),
   CONSTRAINT "ck_processing_log_failure_reason" CHECK (length("failure_reason") <= 500),
   CONSTRAINT "ck_processing_log_session_id" CHECK (length("session_id") <= 50),
-  CONSTRAINT "ck_processing_log_content_hash" CHECK (length("content_hash") <= 64),
-  CONSTRAINT "ck_processing_log_doc_key" CHECK (length("doc_key") <= 40)
+  CONSTRAINT "ck_processing_log_content_hash" CHECK (length("content_hash") <= 64)
 );
 
 CREATE UNIQUE INDEX IF NOT EXISTS "ux_processing_log_app_id" ON "processing_log" ("app_id");
 
 CREATE INDEX IF NOT EXISTS "ix_processing_log_content_hash" ON "processing_log" ("content_hash");
-
-CREATE INDEX IF NOT EXISTS "ix_processing_log_doc_key" ON "processing_log" ("doc_key");
 
 CREATE TABLE IF NOT EXISTS "dead_letter" (
   "id" INTEGER PRIMARY KEY,

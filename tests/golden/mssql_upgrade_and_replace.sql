@@ -8,8 +8,6 @@ IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ux_processing_log_app_id
 CREATE UNIQUE INDEX [ux_processing_log_app_id] ON [migration].[processing_log] ([app_id]);
 IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ix_processing_log_content_hash' AND object_id = OBJECT_ID(N'[migration].[processing_log]'))
 CREATE INDEX [ix_processing_log_content_hash] ON [migration].[processing_log] ([content_hash]);
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ix_processing_log_doc_key' AND object_id = OBJECT_ID(N'[migration].[processing_log]'))
-CREATE INDEX [ix_processing_log_doc_key] ON [migration].[processing_log] ([doc_key]);
 IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ux_dead_letter_doc_key' AND object_id = OBJECT_ID(N'[migration].[dead_letter]'))
 CREATE UNIQUE INDEX [ux_dead_letter_doc_key] ON [migration].[dead_letter] ([doc_key]);
 IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE name = N'ix_dead_letter_app_id' AND object_id = OBJECT_ID(N'[migration].[dead_letter]'))
@@ -17,6 +15,3 @@ CREATE INDEX [ix_dead_letter_app_id] ON [migration].[dead_letter] ([app_id]);
 DELETE FROM [migration].[app_contact_address] WHERE [con_id] IN (SELECT [con_id] FROM [migration].[app_contact_base] WHERE [app_id] IN (?, ?, ?));
 DELETE FROM [migration].[app_contact_base] WHERE [app_id] IN (?, ?, ?);
 DELETE FROM [migration].[app_base] WHERE [app_id] IN (?, ?, ?);
-SELECT p.[app_id], l.[doc_key], l.[stage], l.[reason] FROM [migration].[processing_log] p JOIN [migration].[dead_letter] l ON l.[doc_key] = p.[doc_key] WHERE l.[session_id] = ? AND l.[app_id] IS NULL AND l.[stage] <> ? AND p.[status] = ? AND (p.[session_id] IS NULL OR p.[session_id] <> ?);
-UPDATE [migration].[processing_log] SET [status] = ?, [stage] = ?, [failure_reason] = ?, [session_id] = ?, [processing_time] = ?, [content_hash] = NULL WHERE [app_id] = ?;
-UPDATE [migration].[dead_letter] SET [app_id] = ? WHERE [doc_key] = ?;

@@ -81,7 +81,7 @@ def read_unhashed_success_ids(conn, dialect, schema: Optional[str] = None) -> se
 
 
 LEDGER_COLUMNS = ('app_id', 'status', 'stage', 'failure_reason', 'session_id', 'processing_time', 'content_hash',
-                  'app_id_start', 'app_id_end', 'doc_key')
+                  'app_id_start', 'app_id_end')
 DEAD_LETTER_COLUMNS = ('doc_key', 'source', 'app_id', 'stage', 'reason', 'payload', 'session_id', 'attempts',
                        'last_seen_at')
 
@@ -168,7 +168,7 @@ class _WriteLedgerFn(_ConnPerBundleFn):
                  and not (self.has_session and prior[r['app_id']][2] == self.session_id)]
         d.upsert(cur, self.view, self.cols, [tuple(r[c] for c in self.cols) for r in part], owner_check=False)
         cleared = 0
-        keys = [r['doc_key'] for r in part if r['status'] == 'success']
+        keys = [r['_doc_key'] for r in part if r['status'] == 'success']
         if keys and self.dl_keyed:
             for i in range(0, len(keys), 500):
                 chunk = keys[i:i + 500]
@@ -196,7 +196,7 @@ class _WriteLedgerFn(_ConnPerBundleFn):
             o, h = latest[app_id]
             rows.append({'app_id': app_id, 'status': o.status, 'stage': o.stage,
                          'failure_reason': (o.reason or None) and str(o.reason)[:500], 'session_id': self.session_id,
-                         'processing_time': now, 'content_hash': h, 'doc_key': doc_key(o.source),
+                         'processing_time': now, 'content_hash': h, '_doc_key': doc_key(o.source),
                          'app_id_start': self.app_id_range[0], 'app_id_end': self.app_id_range[1]})
         n, stale = 0, []
         for part, res, err in w.isolate(rows, lambda cur, part: self._tx(d, cur, part), label='processing_log: '):
@@ -246,63 +246,3 @@ class WriteLedger(beam.PTransform):
                 | 'WriteProcessingLog' >> beam.ParDo(_WriteLedgerFn(url, schema, session, dialect,
                                                                     owned=self.owned,
                                                                     app_id_range=self.app_id_range)))
-
-
-def failed_sources_sql(d, schema=None):
-    """(SELECT of (app_id, doc_key, stage, reason) to resolve, UPDATE of processing_log, UPDATE of dead_letter) for
-    `remove_rows_of_failed_sources`, with ? parameters: select (session, 'dedupe', 'success', session); the
-    processing_log update (status, stage, reason, session, time, app_id); the dead_letter update (app_id,
-    doc_key)."""
-    sch = schema if d.supports_schema else None
-    pl, dl, q = d.qualify('processing_log', sch), d.qualify('dead_letter', sch), d.quote
-    select = (f'SELECT p.{q("app_id")}, l.{q("doc_key")}, l.{q("stage")}, l.{q("reason")} FROM {pl} p '
-              f'JOIN {dl} l ON l.{q("doc_key")} = p.{q("doc_key")} WHERE l.{q("session_id")} = ? AND '
-              f'l.{q("app_id")} IS NULL AND l.{q("stage")} <> ? AND p.{q("status")} = ? AND '
-              f'(p.{q("session_id")} IS NULL OR p.{q("session_id")} <> ?)')
-    # content_hash NULL: the version that failed was never hashed as a document of this app_id
-    update_log = (f'UPDATE {pl} SET {q("status")} = ?, {q("stage")} = ?, {q("failure_reason")} = ?, '
-                  f'{q("session_id")} = ?, {q("processing_time")} = ?, {q("content_hash")} = NULL '
-                  f'WHERE {q("app_id")} = ?')
-    update_letter = f'UPDATE {dl} SET {q("app_id")} = ? WHERE {q("doc_key")} = ?'
-    return select, update_log, update_letter
-
-
-def remove_rows_of_failed_sources(target_url, schema, session_id, metas, tiers, dialect=None,
-                                  retry=None) -> list:
-    """Documents of this session that failed before their app_id was known (a file whose new version does not parse
-    or validate: its dead letter has no app_id) while processing_log links their source (doc_key) to an app_id an
-    earlier session migrated from it: that version's rows are removed (children first), its processing_log row
-    says failed with the dead letter's stage and reason, and the dead letter gets the app_id. Without this the old
-    rows stayed, 'success', and resume kept skipping the document once restored. An app_id this session wrote
-    again (from another file) is left alone: its processing_log row is this session's. Run by the launcher after
-    the job's writes are finished (never while a writer of the session may still write that app_id), in one
-    transaction. Returns the app_ids. A dedupe loser is left alone: it did not fail, another file of its app_id
-    was kept."""
-    from transforms.sql.targets import parse_target
-    target = parse_target(target_url, dialect=dialect)
-    d = target.dialect
-    select, update_log, update_letter = failed_sources_sql(d, schema)
-    templates = _owned_rows_templates(metas, tiers, d)
-    sid = None if session_id is None else str(session_id)[:50]
-
-    def work(cur):
-        cur.execute(select, [sid, 'dedupe', 'success', sid])
-        found = {}
-        for app_id, key, stage, reason in cur.fetchall():
-            found.setdefault(_norm(app_id), (key, stage, reason))
-        if not found:
-            return []
-        now = d.adapt(_utcnow())
-        ids = sorted(found)
-        for app_id in ids:
-            key, stage, reason = found[app_id]
-            cur.execute(update_log, ['failed', (stage or '')[:20] or None, (reason or '')[:500] or None, sid, now,
-                                     app_id])
-            cur.execute(update_letter, [app_id, key])
-        _delete_owned(cur, templates, ids)
-        return ids
-    db = target.retrying(what='removing the rows of documents whose new version failed', retry=retry)
-    try:
-        return db.run(work)
-    finally:
-        db.close()

@@ -10,9 +10,7 @@ from transforms.sql.dialects import get_dialect
 from transforms.sql.meta import TableMeta, load_table_spec, table_from_spec
 
 # The project's own tables. processing_log is a superset of the existing system's processing_log (same
-# columns + `stage` + `content_hash` + `doc_key`): one row per app_id, kept so by a unique index on app_id and
-# upserts; doc_key (sha1 of the source reference, as dead_letter's) links an app_id to the document it was last
-# migrated from, so that a file whose new version fails before its app_id is known still loses its old rows.
+# columns + `stage` + `content_hash`): one row per app_id, kept so by a unique index on app_id and upserts.
 # dead_letter: one current row per document, keyed by doc_key (sha1 hex of `source`: a source reference may be
 # 1,000 characters, SQL Server index keys at most 900 bytes); created_at is when it first failed, last_seen_at
 # when it last did, attempts how many runs it failed in. A target created by an earlier version (no
@@ -30,10 +28,9 @@ PROJECT_TABLES: Dict[str, Dict[str, Any]] = {
             {'name': 'app_id_start', 'type': 'int', 'nullable': True},
             {'name': 'app_id_end', 'type': 'int', 'nullable': True},
             {'name': 'content_hash', 'type': 'varchar(64)', 'nullable': True},
-            {'name': 'doc_key', 'type': 'varchar(40)', 'nullable': True},
         ],
         'primary_key': ['log_id'], 'foreign_keys': [], 'unique': [],
-        'indexes': [['content_hash'], ['doc_key']], 'unique_indexes': [['app_id']],
+        'indexes': [['content_hash']], 'unique_indexes': [['app_id']],
     },
     'dead_letter': {
         'columns': [
