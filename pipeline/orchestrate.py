@@ -603,13 +603,21 @@ def run_processes(cfg: RunConfig, shard_main=None) -> int:
     n = cfg.processes
     job = Job(cfg.replace(processes=1))
     # Check everything once, create the tables once, before any process starts.
-    prepare(job)
-    reads = _shard_reads(job, n)
-    for i in range(n):
-        shard = job.cfg.replace(read=reads[i])
-        probe = Job.__new__(Job)
-        probe.cfg, probe.contract = shard, job.contract
-        prepare_source_only(probe)
+    try:
+        prepare(job)
+        reads = _shard_reads(job, n)
+        for i in range(n):
+            shard = job.cfg.replace(read=reads[i])
+            probe = Job.__new__(Job)
+            probe.cfg, probe.contract = shard, job.contract
+            prepare_source_only(probe)
+    except RunStopped as stopped:
+        stopped_summary(job, stopped)        # nothing migrated: a SUMMARY of zeros, and the JSON says why
+        job.close()
+        raise
+    except BaseException:
+        job.close()
+        raise
     work = tempfile.mkdtemp(prefix='xmlsql-procs-')
     procs, t0 = [], time.monotonic()
     preexec = _die_with_parent()

@@ -388,3 +388,12 @@ def test_a_processing_instruction_after_the_root_is_refused_as_one_not_as_trunca
     x = next(x for _, x in DOCS if APP_END in x and same(x)[0] == 'ok')
     status, stage, reason = same(x.rstrip() + '\n<?export done?>\n')
     assert (status, stage) == ('failed', 'validation') and reason.startswith('processing instruction <?export'), reason
+
+
+def test_a_comment_after_an_unclosed_root_is_truncation():
+    """Skipping what XML allows after the root must not skip a comment inside a root that never closes: such a
+    document is truncated (a review found it passed validation to fail at parse with another reason)."""
+    x = next(x for _, x in DOCS if APP_END in x and same(x)[0] == 'ok')
+    cut = x[:x.index(APP_END)] + '<x a="1"/><!-- exported -->'
+    status, stage, reason = same(cut)
+    assert (status, stage) == ('failed', 'validation') and reason.startswith('document is truncated'), reason

@@ -182,10 +182,13 @@ def validate_document(doc: Doc, limits: Limits = Limits(), root_element: Optiona
     root = root_b.decode('utf-8', 'replace')
     if root_element and root.split(':')[-1] != root_element:
         raise StageError(STAGE, f'wrong root element <{root[:50]}>, expected <{root_element}>')
-    end = _content_end(data)
+    last = _blank_end(data, len(data))
+    end = _content_end(data, last)
     if not data.endswith(b'>', 0, end):
         raise StageError(STAGE, 'document is truncated: it does not end with ">"')
-    if root_element and not data.endswith(b'/>', 0, end) and \
+    # after the root's end tag XML allows comments and PIs: when some were skipped, the root's end tag must stand
+    # before them (a comment inside an unclosed root is truncation, not a document that ends in '/>')
+    if root_element and (end < last or not data.endswith(b'/>', 0, end)) and \
             _root_end_tag(root_b).search(data, max(0, end - len(root_b) - 256), end) is None:
         raise StageError(STAGE, f'document is truncated: it does not end with </{root[:50]}>')
     if pi < 0:
@@ -217,13 +220,18 @@ _TRAILING_BLANKS = b' \t\r\n'
 _ROOT_END = {}
 
 
-def _content_end(data):
-    """Where the document's last element ends: after it, XML allows only blanks, comments and processing
-    instructions (the latter are refused by their own check, with their own reason). Never copies the text."""
-    end = len(data)
+def _blank_end(data, end):
+    while end and data[end - 1] in _TRAILING_BLANKS:
+        end -= 1
+    return end
+
+
+def _content_end(data, end):
+    """Where the document's last element ends (`end`: the end of the text without trailing blanks): after it, XML
+    allows only blanks, comments and processing instructions (the latter are refused by their own check, with
+    their own reason). Never copies the text."""
     while True:
-        while end and data[end - 1] in _TRAILING_BLANKS:
-            end -= 1
+        end = _blank_end(data, end)
         if data.endswith(b'-->', 0, end):
             start = data.rfind(b'<!--', 0, end - 3)     # a comment cannot hold '--', so this is its start
         elif data.endswith(b'?>', 0, end):
