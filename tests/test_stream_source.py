@@ -64,6 +64,28 @@ def test_unreadable_rest_of_a_container_is_one_dead_letter(tmp_path, capsys):
     assert dl[0]['source'] == 'cut.xml#10..'
 
 
+def test_a_container_error_is_named_where_it_is_and_without_the_text_of_the_document(tmp_path, capsys, caplog):
+    """iterparse raises the last error libxml2 logged ('Start tag expected' at line 1, column 1 after an undefined
+    entity): the reason names the first one and its position, never its message, which quotes the entity's name
+    (text of the document)."""
+    path = tmp_path / 'ent.xml'
+    docs = write_container(path, 4)
+    text = path.read_text(encoding='utf-8')
+    second = docs[1][1]
+    assert 'first_name="' in second
+    path.write_text(text.replace(second, second.replace('first_name="', 'first_name="&Smithers;', 1)),
+                    encoding='utf-8')
+    rc = cli(['map', '--contract', 'credit_app', '--input', str(path), '--output', str(tmp_path / 'r.jsonl'),
+              '--dead-letter', str(tmp_path / 'dl.jsonl')])
+    out = capsys.readouterr()
+    read, written, dead, _ = summary(out.out)
+    assert rc == 0 and (written, dead) == (1, 1)
+    (dl,) = [json.loads(x) for x in open(tmp_path / 'dl.jsonl')]
+    assert re.search(r'from record 1 on \(ERR_UNDECLARED_ENTITY at line \d+, column \d+\)', dl['reason']), dl['reason']
+    assert 'line 1, column 1' not in dl['reason']
+    assert 'Smithers' not in dl['reason'] and 'Smithers' not in out.err and 'Smithers' not in caplog.text
+
+
 def test_container_with_a_doctype_is_refused_before_any_data_moves(tmp_path, capsys):
     path = tmp_path / 'dtd.xml'
     path.write_text('<!DOCTYPE Export [<!ENTITY x SYSTEM "file:///etc/passwd">]><Export>&x;</Export>')

@@ -72,6 +72,26 @@ def count_records(path, tag):
     return n
 
 
+def syntax_error_where(e, path=None) -> str:
+    """What went wrong in the container at `path`, as libxml2's error name and position: the first error it logged
+    for that file (iterparse raises the last one, often a misleading 'Start tag expected' at line 1, column 1; its
+    log is the thread's, so it also holds the errors of files parsed before), never its message, which may quote
+    fragments of values (an undefined entity's name is text of the document)."""
+    first = None
+    for x in (getattr(e, 'error_log', None) or ()):
+        if x.level_name in ('ERROR', 'FATAL') and (path is None or x.filename == path):
+            first = x
+            break
+    if first is not None:
+        return f'{first.type_name} at line {first.line}, column {first.column}'
+    try:
+        name = etree.ErrorTypes._getName(e.code)
+    except Exception:
+        name = None
+    line, col = (getattr(e, 'position', None) or (None, None))[:2]
+    return f'{name or "libxml2 error"} at line {line}, column {col}'
+
+
 class StreamRecordsFn(beam.DoFn):
     """path → Doc per record in [start, stop) (record indexes), or a DeadLetter for an unreadable rest."""
 
@@ -91,7 +111,7 @@ class StreamRecordsFn(beam.DoFn):
                 i += 1
         except etree.XMLSyntaxError as e:
             if self.stop is None or i < self.stop:
-                msg = str(e).splitlines()[0][:200]
+                msg = syntax_error_where(e, path)
                 log.warning('%s: the container is not well-formed from record %d on: %s', self.name, i, msg)
                 yield DeadLetter(source=f'{self.name}#{max(i, self.start)}..', app_id=None, stage='read',
                                  reason=f'container file is not well-formed from record {max(i, self.start)} '
