@@ -374,14 +374,19 @@ def _syntax_reason(e):
             return reason
     # libxml2's message may quote names that, in a broken document, are fragments of values: the reason carries
     # the error's name and position instead (it is logged and must never contain row values).
-    code = getattr(e, 'code', None)
+    line, col = (getattr(e, 'position', None) or (None, None))[:2]
+    return f'not well-formed XML: {error_name_and_place(getattr(e, "code", None), line, col)}'
+
+
+def error_name_and_place(code, line, col) -> str:
+    """A libxml2 error as its name and position ('ERR_UNDECLARED_ENTITY at line 846, column 155'), never its
+    message: the words of a reason that is logged and kept with the dead letter."""
     try:
         name = etree.ErrorTypes._getName(code) if code is not None else None
     except Exception:
         name = None
-    line, col = (getattr(e, 'position', None) or (None, None))[:2]
     where = f' at line {line}, column {col}' if line else ''
-    return f'not well-formed XML: {name or f"libxml2 error {code}"}{where}'
+    return f'{name or f"libxml2 error {code}"}{where}'
 
 
 def _tree(data, spec, clock):

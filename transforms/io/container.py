@@ -15,6 +15,7 @@ from lxml import etree
 
 from transforms.errors import StageError
 from transforms.io.sources import SourceError, resumed
+from transforms.parse import error_name_and_place
 from transforms.records import DeadLetter, Doc
 
 log = logging.getLogger(__name__)
@@ -77,19 +78,11 @@ def syntax_error_where(e, path=None) -> str:
     for that file (iterparse raises the last one, often a misleading 'Start tag expected' at line 1, column 1; its
     log is the thread's, so it also holds the errors of files parsed before), never its message, which may quote
     fragments of values (an undefined entity's name is text of the document)."""
-    first = None
     for x in (getattr(e, 'error_log', None) or ()):
         if x.level_name in ('ERROR', 'FATAL') and (path is None or x.filename == path):
-            first = x
-            break
-    if first is not None:
-        return f'{first.type_name} at line {first.line}, column {first.column}'
-    try:
-        name = etree.ErrorTypes._getName(e.code)
-    except Exception:
-        name = None
+            return error_name_and_place(x.type, x.line, x.column)
     line, col = (getattr(e, 'position', None) or (None, None))[:2]
-    return f'{name or "libxml2 error"} at line {line}, column {col}'
+    return error_name_and_place(getattr(e, 'code', None), line, col)
 
 
 class StreamRecordsFn(beam.DoFn):
