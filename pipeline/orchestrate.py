@@ -430,13 +430,8 @@ def finish(job: Job, interrupted: Optional[Interrupted] = None, failure_files=No
     else:
         problem = too_many_failures(summary, cfg.max_dead_letter_rate)
         code = EXIT_FAILURES if problem else EXIT_OK
-    summary.extra.update({
-        'exit_code': code, 'interrupted': interrupted is not None,
-        'signal': interrupted.name if interrupted is not None else None,
-        'max_dead_letter_rate': cfg.max_dead_letter_rate, 'session_id': job.session,
-        'status': 'interrupted' if interrupted is not None else ('ok' if code == EXIT_OK else 'failed'),
-        'dead_letter_rate': round(summary.dead_lettered / summary.read, 6) if summary.read else 0.0,
-        'progress': _progress_points(job)})
+    _record_end(job, code, 'interrupted' if interrupted is not None else ('ok' if code == EXIT_OK else 'failed'),
+                interrupted)
     print(summary.line(), flush=True)
     summary.write_json(cfg.summary_json)
     if cfg.metrics_json:
@@ -453,6 +448,17 @@ def finish(job: Job, interrupted: Optional[Interrupted] = None, failure_files=No
     if problem and not (os.environ.get(SHARD_ENV) and code in (EXIT_FAILURES, *EXIT_SIGNAL.values())):
         print(f'error: {problem}', file=sys.stderr, flush=True)
     return code
+
+
+def _record_end(job: Job, code: int, status: str, interrupted: Optional[Interrupted] = None) -> None:
+    """How the run ended, in the summary's JSON fields (finish, stopped_summary)."""
+    summary = job.summary
+    summary.extra.update({
+        'exit_code': code, 'interrupted': interrupted is not None,
+        'signal': interrupted.name if interrupted is not None else None,
+        'max_dead_letter_rate': job.cfg.max_dead_letter_rate, 'session_id': job.session, 'status': status,
+        'dead_letter_rate': round(summary.dead_lettered / summary.read, 6) if summary.read else 0.0,
+        'progress': _progress_points(job)})
 
 
 def _progress_points(job: Job):
@@ -565,12 +571,8 @@ def stopped_summary(job: Job, stopped: 'RunStopped') -> None:
         job.summary = committed_summary(job)
         summary = job.summary
         summary.elapsed_s = summary.elapsed_s or (time.monotonic() - job.t0)
-        summary.extra.update({
-            'exit_code': EXIT_STOPPED, 'interrupted': False, 'signal': None, 'status': 'stopped',
-            'error': str(stopped), 'max_dead_letter_rate': job.cfg.max_dead_letter_rate,
-            'session_id': job.session,
-            'dead_letter_rate': round(summary.dead_lettered / summary.read, 6) if summary.read else 0.0,
-            'progress': _progress_points(job)})
+        _record_end(job, EXIT_STOPPED, 'stopped')
+        summary.extra['error'] = str(stopped)
         print(summary.line(), flush=True)
         summary.write_json(job.cfg.summary_json)
     except Exception as e:
